@@ -1,0 +1,39 @@
+# VC — the two commands: `make demo` (run the whole thing) and `make test` (run every test).
+# Both install what is missing (apt packages, .venv), start the project's private services under
+# ./var (by pid file) and are re-runnable. `make stop` stops what they started.
+SHELL := /bin/bash
+VAR ?= $(CURDIR)/var
+export VC_VAR := $(VAR)
+PY := $(CURDIR)/.venv/bin/python3
+PYTEST_ARGS ?=
+
+.PHONY: demo test stop install services config status clean-var lint
+
+install:
+	@bash tools/stack.sh install
+
+services: install
+	@bash tools/stack.sh db-start
+
+config: services
+	@bash tools/write-config.sh $(VAR)/vc.conf
+	@VC_CONFIG=$(VAR)/vc.conf $(PY) sbin/vc_ctl.py db upgrade
+
+demo: config
+	@VC_CONFIG=$(VAR)/vc.conf bash tools/demo.sh
+
+test: services
+	@VC_VAR=$(VAR) $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+
+stop:
+	@bash tools/stack.sh db-stop
+
+status:
+	@bash tools/stack.sh status
+
+lint:
+	@$(PY) -m ruff check vc sbin tests bench
+
+# removes the private database and everything else under ./var (asks nothing: be sure)
+clean-var: stop
+	rm -rf $(VAR)

@@ -1,0 +1,22 @@
+"""VC: reservations for virtual clusters on a cluster frontend."""
+from setuptools import find_packages, setup
+
+setup(
+    name="vc",
+    version="0.1.0",
+    description="Reserve whole virtual clusters for a time window; cron boots and removes them",
+    packages=find_packages(include=["vc", "vc.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "PyMySQL>=1.1,<2",
+        "Jinja2>=3.1,<4",
+        "paramiko>=3.4,<6",
+        # built from source against the system libvirt (needs libvirt-dev, pkg-config, gcc)
+        "libvirt-python>=9.0,<13",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4,<10"],
+        "dev": ["pytest>=7.4,<10", "ruff>=0.4"],
+    },
+    scripts=["sbin/vc_ctl.py"],
+)

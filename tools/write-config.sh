@@ -1,0 +1,57 @@
+#!/bin/bash
+# tools/write-config.sh OUT — the demo configuration for the private services under $VC_VAR.
+# Kept when it already exists (an operator may have edited it); delete it to get a fresh one.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VAR=${VC_VAR:-$ROOT/var}
+OUT=${1:-$VAR/vc.conf}
+[ -s "$OUT" ] && { echo "config: keeping $OUT" >&2; exit 0; }
+# shellcheck disable=SC1091
+. "$VAR/db.env"
+mkdir -p "$VAR/state" "$VAR/log"
+umask 077
+cat >"$OUT" <<CONF
+# VC demo configuration, written by 'make demo' (tools/write-config.sh).
+# Every key is documented in etc/vc.conf.example.
+[database]
+unix_socket = $VC_DB_SOCKET
+user = $VC_DB_USER
+password = $VC_DB_PASSWORD
+name = $VC_DB_NAME
+
+# this machine is the one physical host of the demo
+[host:localhost]
+uri = qemu:///system
+memory_mb = 4096
+vcpus = 8
+
+[addresses]
+mac_prefix = 52:54:00
+private_pool = 10.200.0.0/16
+private_prefix = 24
+# TEST-NET-2 (RFC 5737): documentation addresses, never routed
+public_pool = 198.51.100.10-198.51.100.29
+isolation_ids = 100-4094
+
+[limits]
+max_hours = 168
+max_nodes = 16
+max_gateways = 2
+max_memory_mb = 2048
+max_disk_gb = 20
+max_vcpus = 2
+max_volumes = 4
+max_volume_gb = 10
+
+[defaults]
+memory_mb = 128
+disk_gb = 1
+vcpus = 1
+
+[site]
+timezone = UTC
+admins = root
+state_dir = $VAR/state
+log_file = $VAR/log/vc.log
+CONF
+echo "config: wrote $OUT" >&2

@@ -1,0 +1,252 @@
+"""``vc_ctl.py``: the operator's command line. Parsing, output and exit codes only; the work is
+done by the library modules.
+
+Exit codes: 0 success, 1 refused or failed (one line on stderr), 2 usage or configuration error.
+"""
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+
+from vc import config as vconfig
+from vc import reservations, timeutil
+from vc.errors import UsageError, VcError
+
+LOG = logging.getLogger("vc")
+PROG = "vc_ctl.py"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message):
+        raise UsageError("%s: %s (see '%s --help')" % (self.prog, message, self.prog))
+
+
+def _json_default(o):
+    if isinstance(o, datetime):
+        return timeutil.iso(o)
+    raise TypeError(type(o).__name__)
+
+
+def emit_json(obj, out):
+    out.write(json.dumps(obj, default=_json_default, indent=2, sort_keys=True) + "\n")
+
+
+def actor_name():
+    """Who is acting: the sudo caller if any, else the login name."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def is_admin(cfg, who):
+    return os.geteuid() == 0 or who in cfg.admins
+
+
+def build_parser():
+    p = Parser(prog=PROG, description="Reserve, inspect and control virtual clusters.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    def cmd(name, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    sp = cmd("reserve", "book a virtual cluster for a time window")
+    sp.add_argument("--start", required=True, help="ISO 8601 (naive = site time zone) or now+2h")
+    sp.add_argument("--end", required=True, help="ISO 8601 (naive = site time zone) or now+2h")
+    sp.add_argument("--gateways", default="1", help="gateway (virtual frontend) nodes, >= 1")
+    sp.add_argument("--computes", default="0", help="compute nodes, >= 0")
+    for what, unit in (("memory", "MB"), ("disk", "GB"), ("vcpus", "")):
+        key = {"memory": "memory_mb", "disk": "disk_gb", "vcpus": "vcpus"}[what]
+        sp.add_argument("--" + what, dest=key, help="per node, both appliances %s" % unit)
+        sp.add_argument("--gateway-" + what, dest="gateway_" + key, help="per gateway node")
+        sp.add_argument("--compute-" + what, dest="compute_" + key, help="per compute node")
+    sp.add_argument("--iscsi", dest="volumes", action="append", default=[],
+                    metavar="MOUNT:TARGET:SIZE_GB", help="an iSCSI volume (repeatable)")
+    sp.add_argument("--owner", help="owner (default: you; admins only)")
+    sp.add_argument("--comment", default="")
+
+    cmd("list", "list reservations").add_argument("--owner", help="only this owner's")
+    cmd("show", "one reservation with its nodes and events").add_argument("rack")
+    sp = cmd("extend", "change the end of a reservation")
+    sp.add_argument("rack")
+    sp.add_argument("--end", required=True)
+    cmd("delete", "delete a reservation (a running one is stopped first)").add_argument("rack")
+    sp = cmd("start", "start a reservation's cluster now (root)")
+    sp.add_argument("rack")
+    sp = cmd("stop", "end a reservation now; a running cluster is stopped (root)")
+    sp.add_argument("rack")
+    sp = cmd("db", "database schema")
+    sp.add_argument("action", choices=["upgrade", "version"])
+    return p
+
+
+def rack_arg(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise UsageError("%s: RACK must be a positive integer, got %r" % (PROG, s)) from None
+    if v < 1 or v > 2 ** 31:
+        raise UsageError("%s: RACK must be a positive integer, got %r" % (PROG, s))
+    return v
+
+
+def format_res(r):
+    res = r["resources"]
+    g, c = res.get("gateway"), res.get("compute")
+    parts = []
+    for name, x in (("gw", g), ("cmp", c)):
+        if x and x["count"]:
+            parts.append("%d %s×%dMB/%dGB/%dcpu" % (x["count"], name, x["memory_mb"], x["disk_gb"],
+                                                    x["vcpus"]))
+    return " + ".join(parts)
+
+
+def print_list(rows, cfg, out):
+    tz = cfg.tzinfo()
+    out.write("%5s  %-12s %-9s %-22s %-22s %s\n" % ("RACK", "OWNER", "STATE", "START", "END",
+                                                    "NODES"))
+    for r in rows:
+        state = r["state"] + ("*" if r["pending"] else "")
+        out.write("%5d  %-12s %-9s %-22s %-22s %s\n" % (
+            r["rack"], r["owner"][:12], state, timeutil.show(r["start"], tz),
+            timeutil.show(r["end"], tz), format_res(r)))
+
+
+def print_show(r, cfg, out):
+    tz = cfg.tzinfo()
+    out.write("rack %d  owner %s  state %s%s\n" % (
+        r["rack"], r["owner"], r["state"], "  (pending: %s)" % r["pending"] if r["pending"] else ""))
+    out.write("window  %s -> %s\n" % (timeutil.show(r["start"], tz), timeutil.show(r["end"], tz)))
+    if r["error"]:
+        out.write("error   %s\n" % r["error"])
+    out.write("nodes   %s\n" % format_res(r))
+    for v in r.get("volumes", []):
+        out.write("volume  %s  %d GB on %s (%s)\n" % (v["mount_point"], v["size_gb"], v["target"],
+                                                     v["state"]))
+    for n in r.get("nodes", []):
+        out.write("node    %-16s %-8s %s %-15s %-15s %-10s %s\n" % (
+            n["name"], n["appliance"], n["mac"], n["ip"], n["public_ip"] or "-", n["host"] or "-",
+            n["state"]))
+    for e in r.get("events", []):
+        tr = "%s -> %s" % (e["from_state"] or "", e["to_state"] or "") if \
+            e["from_state"] != e["to_state"] else ""
+        out.write("event   %s  %-8s %-22s %s\n" % (timeutil.show(e["at"], tz), e["actor"], tr,
+                                                   e["reason"]))
+
+
+def run(argv, now=None, out=None, cfg=None):
+    """Run one command. Returns the exit code; raises nothing a user could cause."""
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    cfg = cfg or vconfig.load()
+    setup_logging(cfg)
+    from vc.db import Database
+
+    db = Database(cfg)
+    now = now or timeutil.utcnow()
+    who = actor_name()
+    admin = is_admin(cfg, who)
+
+    if args.cmd == "db":
+        if args.action == "upgrade":
+            applied = db.upgrade(now)
+            if args.json:
+                emit_json({"applied": applied, "version": db.schema_version()}, out)
+            else:
+                out.write("schema at version %d%s\n" % (db.schema_version(), (
+                    " (applied: %s)" % ", ".join(applied)) if applied else " (nothing to do)"))
+        else:
+            v = db.schema_version()
+            emit_json({"version": v}, out) if args.json else out.write("%d\n" % v)
+        return 0
+
+    db.check_schema()
+    if args.cmd == "reserve":
+        fields = {k: v for k, v in vars(args).items() if v is not None}
+        owner = args.owner or who
+        if owner != who and not admin:
+            raise VcError("only an admin may reserve for another owner")
+        fields["owner"] = owner
+        rack = reservations.create(cfg, db, fields, now, actor=who)
+        r = reservations.get(db, rack)
+        if args.json:
+            emit_json(r, out)
+        else:
+            out.write("reserved rack %d: %s -> %s, %s\n" % (
+                rack, timeutil.show(r["start"], cfg.tzinfo()), timeutil.show(r["end"],
+                                                                             cfg.tzinfo()),
+                format_res(r)))
+        return 0
+    if args.cmd == "list":
+        rows = reservations.list_all(db, owner=args.owner)
+        emit_json(rows, out) if args.json else print_list(rows, cfg, out)
+        return 0
+
+    rack = rack_arg(args.rack)
+    if args.cmd == "show":
+        r = reservations.get(db, rack)
+        emit_json(r, out) if args.json else print_show(r, cfg, out)
+    elif args.cmd == "extend":
+        end = reservations.extend(cfg, db, rack, args.end, now, who, admin)
+        result = {"rack": rack, "end": end}
+        emit_json(result, out) if args.json else out.write(
+            "rack %d now ends %s\n" % (rack, timeutil.show(end, cfg.tzinfo())))
+    elif args.cmd == "delete":
+        st = reservations.delete(cfg, db, rack, now, who, admin)
+        if args.json:
+            emit_json({"rack": rack, "state": st}, out)
+        elif st == "deleted":
+            out.write("rack %d deleted\n" % rack)
+        else:
+            out.write("rack %d is %s: it will be stopped, then deleted\n" % (rack, st))
+    elif args.cmd == "stop":
+        st = reservations.stop_now(cfg, db, rack, now, who, admin)
+        if args.json:
+            emit_json({"rack": rack, "state": st}, out)
+        else:
+            out.write("rack %d: reservation ended now (%s)\n" % (rack, st))
+    elif args.cmd == "start":
+        raise VcError("start: not available yet in this version")
+    return 0
+
+
+def setup_logging(cfg):
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    if cfg.log_file:
+        try:
+            h = logging.FileHandler(cfg.log_file)
+        except OSError as e:
+            raise VcError("cannot open log file %s: %s" % (cfg.log_file, e)) from None
+        h.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s "
+                                         "%(message)s"))
+        root.addHandler(h)
+        root.setLevel(logging.INFO)
+    else:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        root.addHandler(h)
+        root.setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except VcError as e:
+        sys.stderr.write("%s: %s\n" % (PROG, e) if not str(e).startswith(PROG) else "%s\n" % e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: interrupted\n" % PROG)
+        return 130
+    except Exception:  # a bug: keep the traceback in the log, give the user one line
+        LOG.exception("unexpected error")
+        sys.stderr.write("%s: internal error (see the log; this is a bug)\n" % PROG)
+        return 1

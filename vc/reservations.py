@@ -1,0 +1,493 @@
+"""Reservations: validate, admit, create, extend, stop early, delete, list, show.
+
+Every rule that depends on time takes ``now``. Every write happens in one transaction that first
+locks the ``admission`` counter row, so capacity decisions are serialised: of two clients racing
+for the last capacity exactly one wins (the other then sees the winner's row and is refused).
+Deadlocks and lock-wait timeouts are retried inside :meth:`vc.db.Database.transaction`.
+"""
+
+import dataclasses
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Dict, List, Optional, Tuple
+
+from vc import admission, states, timeutil
+from vc.config import NAME_RE
+from vc.db import aware_utc, naive_utc
+from vc.errors import CapacityError, InvalidTransition, NotFound, ValidationError, VcError
+
+LOG = logging.getLogger(__name__)
+
+APPLIANCES = ("gateway", "compute")
+MOUNT_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+COMMENT_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+
+
+@dataclass(frozen=True)
+class Resource:
+    count: int
+    memory_mb: int
+    disk_gb: int
+    vcpus: int
+
+
+@dataclass(frozen=True)
+class Volume:
+    mount_point: str
+    target: str
+    size_gb: int
+
+
+@dataclass
+class Request:
+    """A validated reservation request (times aware UTC)."""
+
+    owner: str
+    start: object
+    end: object
+    resources: Dict[str, Resource]
+    volumes: List[Volume] = field(default_factory=list)
+    comment: str = ""
+
+
+# ------------------------------------------------------------------------ validation
+def _int_field(errors, name, raw, lo, hi, what):
+    """Parse one integer field; record a message in ``errors`` and return None when bad."""
+    if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
+        errors[name] = "%s is required" % what
+        return None
+    if isinstance(raw, int):
+        v = raw
+    else:
+        s = str(raw).strip()
+        if not re.match(r"^[+-]?\d{1,12}$", s):
+            errors[name] = "%s must be a whole number, got %r" % (what, str(raw)[:40])
+            return None
+        v = int(s)
+    if v < lo or v > hi:
+        errors[name] = "%s must be between %d and %d, got %d" % (what, lo, hi, v)
+        return None
+    return v
+
+
+def parse_volume(spec) -> Tuple[str, str, str]:
+    """``MOUNT:TARGET:SIZE_GB`` -> its three parts (as strings), or a dict with those keys."""
+    if isinstance(spec, dict):
+        return (str(spec.get("mount_point", "")), str(spec.get("target", "")),
+                str(spec.get("size_gb", "")))
+    parts = str(spec).rsplit(":", 2)
+    if len(parts) != 3:
+        raise ValueError("%r is not MOUNT:TARGET:SIZE_GB" % str(spec)[:80])
+    return parts[0], parts[1], parts[2]
+
+
+def validate(cfg, fields: dict, now, known_targets=None) -> Request:
+    """Turn raw fields (strings from a form or the CLI, or ints) into a :class:`Request`.
+
+    Keys: ``owner, start, end, gateways, computes``, per appliance ``gateway_memory_mb``,
+    ``gateway_disk_gb``, ``gateway_vcpus`` (same for ``compute_``; ``memory_mb``, ``disk_gb``,
+    ``vcpus`` set both), ``volumes`` (list of ``MOUNT:TARGET:SIZE_GB`` or dicts), ``comment``.
+
+    :param known_targets: names of registered iSCSI targets (None: do not check).
+    :raises ValidationError: with one message per bad field; nothing is written.
+    """
+    errors: Dict[str, str] = {}
+    tz = cfg.tzinfo()
+    owner = str(fields.get("owner") or "").strip()
+    if not NAME_RE.match(owner):
+        errors["owner"] = "owner must be a user name (letters, digits, . _ -), got %r" % owner[:40]
+
+    times = {}
+    for key in ("start", "end"):
+        try:
+            times[key] = timeutil.parse(fields.get(key, ""), tz, now)
+        except ValueError as e:
+            errors[key] = "%s time %s" % (key, e)
+    start, end = times.get("start"), times.get("end")
+    if start and end:
+        if end <= start:
+            errors["end"] = "end (%s) must be after start (%s)" % (
+                timeutil.show(end, tz), timeutil.show(start, tz))
+        elif end <= now:
+            errors["end"] = "end (%s) is already past (now %s)" % (
+                timeutil.show(end, tz), timeutil.show(now, tz))
+        elif end - max(start, now) > timedelta(hours=cfg.max_hours) or \
+                end - start > timedelta(hours=cfg.max_hours):
+            errors["end"] = "a reservation may last at most %d hours, this one lasts %.1f" % (
+                cfg.max_hours, (end - start).total_seconds() / 3600)
+
+    gateways = _int_field(errors, "gateways", fields.get("gateways", 1), 1, cfg.max_gateways,
+                          "gateway nodes")
+    computes = _int_field(errors, "computes", fields.get("computes", 0), 0, cfg.max_nodes,
+                          "compute nodes")
+    if gateways is not None and computes is not None and gateways + computes > cfg.max_nodes:
+        errors["computes"] = "at most %d nodes per reservation, asked for %d" % (
+            cfg.max_nodes, gateways + computes)
+
+    resources = {}
+    for app, count in (("gateway", gateways), ("compute", computes)):
+        vals = {}
+        for key, lo, hi, default, what in (
+                ("memory_mb", 64, cfg.max_memory_mb, cfg.default_memory_mb, "memory (MB)"),
+                ("disk_gb", 1, cfg.max_disk_gb, cfg.default_disk_gb, "disk (GB)"),
+                ("vcpus", 1, cfg.max_vcpus, cfg.default_vcpus, "vcpus")):
+            raw = fields.get("%s_%s" % (app, key))
+            if raw is None or raw == "":
+                raw = fields.get(key)
+            if raw is None or raw == "":
+                raw = default
+            vals[key] = _int_field(errors, "%s_%s" % (app, key), raw, lo, hi,
+                                   "%s %s" % (app, what))
+        if count is not None and None not in vals.values():
+            resources[app] = Resource(count=count, **vals)
+
+    volumes = []
+    specs = fields.get("volumes") or []
+    if isinstance(specs, (str, dict)):
+        specs = [specs]
+    if len(specs) > cfg.max_volumes:
+        errors["volumes"] = "at most %d iSCSI volumes per reservation, got %d" % (
+            cfg.max_volumes, len(specs))
+    seen = set()
+    for i, spec in enumerate(specs):
+        key = "volume%d" % (i + 1)
+        try:
+            mount, target, size = parse_volume(spec)
+        except ValueError as e:
+            errors[key] = str(e)
+            continue
+        mount, target = mount.strip(), target.strip()
+        if not MOUNT_RE.match(mount) or "/../" in mount + "/" or mount.rstrip("/") == "" \
+                or "//" in mount:
+            errors[key] = "mount point must be an absolute path of letters, digits, . _ - /, " \
+                          "got %r" % mount[:80]
+            continue
+        mount = mount.rstrip("/")
+        if mount in seen:
+            errors[key] = "mount point %s is given twice" % mount
+            continue
+        seen.add(mount)
+        if known_targets is not None and target not in known_targets:
+            errors[key] = "unknown iSCSI target %r (registered: %s)" % (
+                target[:64], ", ".join(sorted(known_targets)) or "none")
+            continue
+        size_gb = _int_field(errors, key, size, 1, cfg.max_volume_gb, "volume size (GB)")
+        if size_gb is not None:
+            volumes.append(Volume(mount, target, size_gb))
+
+    comment = str(fields.get("comment") or "")
+    if len(comment) > 255 or not COMMENT_RE.match(comment):
+        errors["comment"] = "comment must be one line of at most 255 characters"
+
+    if errors:
+        raise ValidationError(errors)
+    return Request(owner=owner, start=start, end=end, resources=resources, volumes=volumes,
+                   comment=comment)
+
+
+# ------------------------------------------------------------------------ admission
+HOLDING = states.HOLDS_CAPACITY
+
+
+def _booking(rack, start, end, resources: Dict[str, Resource]) -> admission.Booking:
+    shapes: Dict[Tuple[int, int], int] = {}
+    for r in resources.values():
+        if r.count:
+            shapes[(r.memory_mb, r.vcpus)] = shapes.get((r.memory_mb, r.vcpus), 0) + r.count
+    gw = resources.get("gateway")
+    return admission.Booking(rack, start, end, tuple(sorted(shapes.items())),
+                             gw.count if gw else 0)
+
+
+def overlapping(cur, start, end, exclude_rack=None) -> List[admission.Booking]:
+    """Reservations holding capacity in ``[start, end)``.
+
+    The ``longest_seconds`` bound lets the query use the ``start_at`` index for both ends.
+    """
+    cur.execute("SELECT value FROM vccounter WHERE name = 'longest_seconds'")
+    longest = int(cur.fetchone()["value"])
+    cur.execute(
+        "SELECT r.rack, r.start_at, r.end_at, s.appliance, s.count, s.memory_mb, s.disk_gb, "
+        "s.vcpus FROM vcregist r JOIN vcresource s ON s.rack = r.rack "
+        "WHERE r.start_at >= %s AND r.start_at < %s AND r.end_at > %s "
+        "AND r.state IN (" + ",".join(["%s"] * len(HOLDING)) + ")",
+        (naive_utc(start - timedelta(seconds=longest)), naive_utc(end), naive_utc(start))
+        + tuple(HOLDING))
+    by_rack: Dict[int, dict] = {}
+    for row in cur.fetchall():
+        if row["rack"] == exclude_rack:
+            continue
+        b = by_rack.setdefault(row["rack"], {"start": aware_utc(row["start_at"]),
+                                             "end": aware_utc(row["end_at"]), "res": {}})
+        b["res"][row["appliance"]] = Resource(row["count"], row["memory_mb"], row["disk_gb"],
+                                              row["vcpus"])
+    return [_booking(rack, b["start"], b["end"], b["res"]) for rack, b in by_rack.items()]
+
+
+def admit(cfg, cur, start, end, resources, now, exclude_rack=None):
+    """Raise :class:`CapacityError` unless the cluster fits in ``[max(start, now), end)``.
+
+    The caller holds the admission lock.
+    """
+    start = max(start, now)
+    new = _booking(None, start, end, resources)
+    others = overlapping(cur, start, end, exclude_rack)
+    hosts = [(h.name, h.memory_mb, h.vcpus) for h in enabled_hosts(cfg, cur)]
+    if not hosts:
+        raise CapacityError("refused: no physical host is enabled")
+    short = admission.check(new, others, hosts, cfg.subnet_count, cfg.isolation_count,
+                            len(cfg.public_pool))
+    if short:
+        tz = cfg.tzinfo()
+        raise CapacityError("refused: not enough %s from %s to %s: %s" % (
+            short.what, timeutil.show(short.start, tz), timeutil.show(short.end, tz),
+            short.detail))
+
+
+def enabled_hosts(cfg, cur):
+    """Configured hosts minus those an operator disabled in ``vchost``."""
+    cur.execute("SELECT name FROM vchost WHERE enabled = 0")
+    disabled = {r["name"] for r in cur.fetchall()}
+    return [h for h in cfg.hosts if h.name not in disabled]
+
+
+def _lock_admission(cur):
+    cur.execute("SELECT value FROM vccounter WHERE name = 'admission' FOR UPDATE")
+    if cur.fetchone() is None:
+        raise VcError("the database is not initialised: run 'sbin/vc_ctl.py db upgrade'")
+
+
+def _note_longest(cur, start, end):
+    cur.execute("UPDATE vccounter SET value = GREATEST(value, %s) WHERE name = 'longest_seconds'",
+                (int((end - start).total_seconds()),))
+
+
+# ------------------------------------------------------------------------ operations
+def create(cfg, db, fields: dict, now, actor: Optional[str] = None) -> int:
+    """Validate, admit and store a reservation. Returns its rack number.
+
+    :raises ValidationError: bad input (nothing written).
+    :raises CapacityError: it does not fit (nothing written).
+    """
+
+    def run(cur):
+        cur.execute("SELECT id, name FROM vciscsitarget")
+        targets = {r["name"]: r["id"] for r in cur.fetchall()}
+        req = validate(cfg, fields, now, known_targets=set(targets))
+        _lock_admission(cur)
+        admit(cfg, cur, req.start, req.end, req.resources, now)
+        n = naive_utc(now)
+        cur.execute("INSERT INTO vcregist (owner, start_at, end_at, state, comment, created_at, "
+                    "updated_at) VALUES (%s, %s, %s, 'reserved', %s, %s, %s)",
+                    (req.owner, naive_utc(req.start), naive_utc(req.end), req.comment, n, n))
+        rack = cur.lastrowid
+        for app in APPLIANCES:
+            r = req.resources[app]
+            cur.execute("INSERT INTO vcresource (rack, appliance, count, memory_mb, disk_gb, "
+                        "vcpus) VALUES (%s, %s, %s, %s, %s, %s)",
+                        (rack, app, r.count, r.memory_mb, r.disk_gb, r.vcpus))
+        for v in req.volumes:
+            cur.execute("INSERT INTO vciscsi (rack, appliance, target_id, mount_point, size_gb, "
+                        "nfs_export, nfs_client_mount) VALUES (%s, 'gateway', %s, %s, %s, %s, %s)",
+                        (rack, targets[v.target], v.mount_point, v.size_gb, v.mount_point,
+                         v.mount_point))
+        _note_longest(cur, req.start, req.end)
+        states.event(cur, rack, now, actor or req.owner, "reserved %s to %s: %d gateway(s), "
+                     "%d compute(s)" % (timeutil.iso(req.start), timeutil.iso(req.end),
+                                        req.resources["gateway"].count,
+                                        req.resources["compute"].count),
+                     None, states.RESERVED)
+        return rack
+
+    rack = db.transaction(run)
+    LOG.info("reservation %s created", rack)
+    return rack
+
+
+def _authorize(row, actor, admin):
+    if not admin and row["owner"] != actor:
+        raise VcError("reservation %s belongs to %s; only its owner or an admin may change it"
+                      % (row["rack"], row["owner"]))
+
+
+def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
+    """Change the end of a reservation that has not ended (longer or shorter).
+
+    :param new_end: a user-typed time or an aware datetime.
+    """
+    tz = cfg.tzinfo()
+    try:
+        end = timeutil.parse(new_end, tz, now)
+    except ValueError as e:
+        raise ValidationError({"end": "end time %s" % e}) from None
+
+    def run(cur):
+        _lock_admission(cur)
+        row = states.lock(cur, rack)
+        _authorize(row, actor, admin)
+        if row["state"] not in (states.RESERVED, states.STARTING, states.RUNNING, states.FAILED) \
+                or row["pending"]:
+            raise InvalidTransition(rack=rack, state=row["state"] + (
+                " (%s pending)" % row["pending"] if row["pending"] else ""),
+                action="change its end")
+        start, old_end = aware_utc(row["start_at"]), aware_utc(row["end_at"])
+        if old_end <= now:
+            raise InvalidTransition(rack=rack, state="ended", action="change its end")
+        if end <= start or end <= now:
+            raise ValidationError({"end": "new end (%s) must be after the start (%s) and now "
+                                          "(%s)" % (timeutil.show(end, tz),
+                                                    timeutil.show(start, tz),
+                                                    timeutil.show(now, tz))})
+        if end - start > timedelta(hours=cfg.max_hours):
+            raise ValidationError({"end": "a reservation may last at most %d hours, this would "
+                                          "last %.1f" % (cfg.max_hours,
+                                                         (end - start).total_seconds() / 3600)})
+        if end > old_end:
+            res = _resources(cur, rack)
+            # only the added time needs capacity; the rest is ours already
+            admit(cfg, cur, max(old_end, start), end, res, now, exclude_rack=rack)
+        cur.execute("UPDATE vcregist SET end_at = %s, updated_at = %s WHERE rack = %s",
+                    (naive_utc(end), naive_utc(now), rack))
+        _note_longest(cur, start, end)
+        states.event(cur, rack, now, actor, "end changed from %s to %s" % (
+            timeutil.iso(old_end), timeutil.iso(end)), row["state"], row["state"])
+        return end
+
+    return db.transaction(run)
+
+
+def stop_now(cfg, db, rack: int, now, actor: str, admin: bool = False) -> str:
+    """End a reservation now. Not started yet: it becomes ``stopped`` at once. Started: its end
+    becomes now, and the tick (or ``vc_ctl stop``) stops the cluster.
+
+    :returns: the state afterwards.
+    """
+
+    def run(cur):
+        row = states.lock(cur, rack)
+        _authorize(row, actor, admin)
+        start, end = aware_utc(row["start_at"]), aware_utc(row["end_at"])
+        if row["state"] == states.RESERVED:
+            cur.execute("UPDATE vcregist SET start_at = LEAST(start_at, %s), end_at = %s "
+                        "WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
+            states.transition(cur, row, states.STOPPED, now, actor,
+                              "stopped before it started" if start > now else "stopped early")
+            return row["state"]
+        if row["state"] in (states.STARTING, states.RUNNING, states.FAILED):
+            if end > now:
+                cur.execute("UPDATE vcregist SET end_at = %s, updated_at = %s WHERE rack = %s",
+                            (naive_utc(now), naive_utc(now), rack))
+                states.event(cur, rack, now, actor, "stop requested: end moved from %s to now"
+                             % timeutil.iso(end), row["state"], row["state"])
+            return row["state"]
+        raise InvalidTransition(rack=rack, state=row["state"], action="stop it")
+
+    return db.transaction(run)
+
+
+def holds_resources(cur, rack) -> bool:
+    """True when a cluster has nodes or allocations left (a stop must run before deletion)."""
+    cur.execute("SELECT (SELECT COUNT(*) FROM vcnode WHERE rack = %s) + "
+                "(SELECT COUNT(*) FROM vcalloc WHERE rack = %s) AS n", (rack, rack))
+    return cur.fetchone()["n"] > 0
+
+
+def delete(cfg, db, rack: int, now, actor: str, admin: bool = False) -> str:
+    """Delete a reservation. One that holds nothing goes at once (``deleted``); a started one is
+    marked ``pending = 'delete'`` with its end moved to now: it is stopped, then deleted, by the
+    tick or ``vc_ctl``. Returns ``deleted`` or the state it waits in.
+    """
+
+    def run(cur):
+        row = states.lock(cur, rack)
+        _authorize(row, actor, admin)
+        st = row["state"]
+        if st in (states.RESERVED, states.STOPPED) or (
+                st == states.FAILED and not holds_resources(cur, rack)):
+            states.transition(cur, row, states.DELETING, now, actor, "delete requested",
+                              action="delete it")
+            states.transition(cur, row, states.DELETED, now, actor, "deleted")
+            return states.DELETED
+        if st in (states.STARTING, states.RUNNING, states.STOPPING, states.FAILED):
+            cur.execute("UPDATE vcregist SET pending = 'delete', end_at = LEAST(end_at, %s), "
+                        "updated_at = %s WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
+            states.event(cur, rack, now, actor, "delete requested: it is stopped first, then "
+                         "deleted", st, st)
+            return st
+        raise InvalidTransition(rack=rack, state=st, action="delete it")
+
+    return db.transaction(run)
+
+
+# ------------------------------------------------------------------------ reading
+def _resources(cur, rack) -> Dict[str, Resource]:
+    cur.execute("SELECT appliance, count, memory_mb, disk_gb, vcpus FROM vcresource "
+                "WHERE rack = %s", (rack,))
+    return {r["appliance"]: Resource(r["count"], r["memory_mb"], r["disk_gb"], r["vcpus"])
+            for r in cur.fetchall()}
+
+
+def _public(row, res, volumes=None) -> dict:
+    out = {
+        "rack": row["rack"], "owner": row["owner"], "state": row["state"],
+        "start": aware_utc(row["start_at"]), "end": aware_utc(row["end_at"]),
+        "pending": row["pending"], "error": row["error"], "comment": row["comment"],
+        "resources": {app: dataclasses.asdict(r) for app, r in res.items()},
+    }
+    if volumes is not None:
+        out["volumes"] = volumes
+    return out
+
+
+def list_all(db, owner: Optional[str] = None, include_stopped: bool = True) -> List[dict]:
+    def run(cur):
+        sql = "SELECT * FROM vcregist"
+        args = []
+        where = []
+        if owner:
+            where.append("owner = %s")
+            args.append(owner)
+        if not include_stopped:
+            where.append("state <> 'stopped'")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cur.execute(sql + " ORDER BY start_at, rack", args)
+        rows = list(cur.fetchall())
+        cur.execute("SELECT * FROM vcresource")
+        res: Dict[int, Dict[str, Resource]] = {}
+        for r in cur.fetchall():
+            res.setdefault(r["rack"], {})[r["appliance"]] = Resource(
+                r["count"], r["memory_mb"], r["disk_gb"], r["vcpus"])
+        return [_public(row, res.get(row["rack"], {})) for row in rows]
+
+    return db.transaction(run)
+
+
+def get(db, rack: int) -> dict:
+    """One reservation with its resources, volumes, nodes and events.
+
+    :raises NotFound:
+    """
+
+    def run(cur):
+        cur.execute("SELECT * FROM vcregist WHERE rack = %s", (rack,))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(what="reservation", key=rack)
+        cur.execute("SELECT v.mount_point, v.size_gb, v.appliance, v.state, v.iqn, v.lun, "
+                    "t.name AS target FROM vciscsi v JOIN vciscsitarget t ON t.id = v.target_id "
+                    "WHERE v.rack = %s ORDER BY v.mount_point", (rack,))
+        volumes = list(cur.fetchall())
+        out = _public(row, _resources(cur, rack), volumes)
+        cur.execute("SELECT name, appliance, `rank`, mac, ip, public_ip, host, state FROM vcnode "
+                    "WHERE rack = %s ORDER BY appliance DESC, `rank`", (rack,))
+        out["nodes"] = list(cur.fetchall())
+        cur.execute("SELECT at, actor, from_state, to_state, reason FROM vcevent WHERE rack = %s "
+                    "ORDER BY id", (rack,))
+        out["events"] = [dict(e, at=aware_utc(e["at"]).replace(microsecond=0))
+                         for e in cur.fetchall()]
+        return out
+
+    return db.transaction(run)

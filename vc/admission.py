@@ -44,6 +44,15 @@ class Shortage:
     detail: str
 
 
+def best_host(free: Dict[str, list], mem: int, cpu: int) -> Optional[str]:
+    """The host with the most free memory that has room for a node (ties: first listed)."""
+    best, best_mem = None, -1
+    for name, (fm, fc) in free.items():
+        if fm >= mem and fc >= cpu and fm > best_mem:
+            best, best_mem = name, fm
+    return best
+
+
 def place(shapes: Shapes, hosts: Sequence[Tuple[str, int, int]]):
     """Place nodes on hosts, largest first, each on the host with the most free memory that has
     room for it (the same spreading rule the cluster start uses).
@@ -56,10 +65,7 @@ def place(shapes: Shapes, hosts: Sequence[Tuple[str, int, int]]):
     unplaced: Shapes = {}
     for (mem, cpu), count in sorted(shapes.items(), reverse=True):
         for _ in range(count):
-            best, best_mem = None, -1
-            for name, (fm, fc) in free.items():
-                if fm >= mem and fc >= cpu and fm > best_mem:
-                    best, best_mem = name, fm
+            best = best_host(free, mem, cpu)
             if best is None:
                 unplaced[(mem, cpu)] = unplaced.get((mem, cpu), 0) + 1
             else:

@@ -77,10 +77,14 @@ def build_parser():
     sp.add_argument("rack")
     sp.add_argument("--end", required=True)
     cmd("delete", "delete a reservation (a running one is stopped first)").add_argument("rack")
-    sp = cmd("start", "start a reservation's cluster now (root)")
+    sp = cmd("start", "start a reservation's cluster now, or finish a start (root)")
     sp.add_argument("rack")
-    sp = cmd("stop", "end a reservation now; a running cluster is stopped (root)")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan and domain XML only")
+    sp = cmd("stop", "end a reservation now and remove its cluster, or finish a stop (root)")
     sp.add_argument("rack")
+    sp.add_argument("--dry-run", action="store_true", help="print what would be removed only")
+    cmd("status", "nodes with MAC, IP, host and libvirt state").add_argument("rack", nargs="?")
+    cmd("dump", "the cluster's insert-ethers dump").add_argument("rack")
     sp = cmd("db", "database schema")
     sp.add_argument("action", choices=["upgrade", "version"])
     return p
@@ -140,6 +144,15 @@ def print_show(r, cfg, out):
                                                    e["reason"]))
 
 
+def print_status(rows, out):
+    out.write("%5s  %-18s %-8s %-17s %-15s %-15s %-10s %s\n" % (
+        "RACK", "NODE", "APPL", "MAC", "IP", "PUBLIC", "HOST", "LIBVIRT"))
+    for r in rows:
+        out.write("%5d  %-18s %-8s %-17s %-15s %-15s %-10s %s\n" % (
+            r["rack"], r["name"], r["appliance"], r["mac"], r["ip"], r["public_ip"] or "-",
+            r["host"] or "-", r["libvirt"]))
+
+
 def run(argv, now=None, out=None, cfg=None):
     """Run one command. Returns the exit code; raises nothing a user could cause."""
     out = out or sys.stdout
@@ -188,8 +201,15 @@ def run(argv, now=None, out=None, cfg=None):
         emit_json(rows, out) if args.json else print_list(rows, cfg, out)
         return 0
 
+    if args.cmd == "status" and args.rack is None:
+        rows = make_ctl(cfg, db, who).status()
+        emit_json(rows, out) if args.json else print_status(rows, out)
+        return 0
     rack = rack_arg(args.rack)
-    if args.cmd == "show":
+    if args.cmd == "status":
+        rows = make_ctl(cfg, db, who).status(rack)
+        emit_json(rows, out) if args.json else print_status(rows, out)
+    elif args.cmd == "show":
         r = reservations.get(db, rack)
         emit_json(r, out) if args.json else print_show(r, cfg, out)
     elif args.cmd == "extend":
@@ -205,14 +225,64 @@ def run(argv, now=None, out=None, cfg=None):
             out.write("rack %d deleted\n" % rack)
         else:
             out.write("rack %d is %s: it will be stopped, then deleted\n" % (rack, st))
-    elif args.cmd == "stop":
-        st = reservations.stop_now(cfg, db, rack, now, who, admin)
+    elif args.cmd in ("start", "stop"):
+        if os.geteuid() != 0:
+            raise VcError("%s: only root may start or stop clusters" % args.cmd)
+        ctl = make_ctl(cfg, db, who)
+        if args.dry_run:
+            return dry_run(ctl, args.cmd, rack, args.json, out)
+        result = ctl.start(rack) if args.cmd == "start" else ctl.stop(rack, "stop by " + who)
         if args.json:
-            emit_json({"rack": rack, "state": st}, out)
+            emit_json(result, out)
+        elif not result.get("changed"):
+            out.write("rack %d is already %s\n" % (rack, result["state"]))
         else:
-            out.write("rack %d: reservation ended now (%s)\n" % (rack, st))
-    elif args.cmd == "start":
-        raise VcError("start: not available yet in this version")
+            out.write("rack %d %s\n" % (rack, result["state"]))
+    elif args.cmd == "dump":
+        text = make_ctl(cfg, db, who).dump(rack)
+        emit_json({"rack": rack, "dump": text}, out) if args.json else out.write(text)
+    return 0
+
+
+def make_ctl(cfg, db, who):
+    from vc.ctl import Ctl
+
+    tty = sys.stderr.isatty()
+
+    def progress(msg):
+        LOG.info("%s", msg)
+        if tty:
+            sys.stderr.write(msg + "\n")
+
+    return Ctl(cfg, db, progress=progress, actor=who)
+
+
+def dry_run(ctl, cmd, rack, as_json, out):
+    if cmd == "start":
+        plan, xmls = ctl.plan_preview(rack)
+        if as_json:
+            emit_json({"rack": rack, "subnet": str(plan.subnet), "isolation_id":
+                       plan.isolation_id, "nodes": [vars(n) for n in plan.nodes],
+                       "domain_xml": xmls, "dump": ctl.dump_text(plan)}, out)
+            return 0
+        out.write("would start rack %d: subnet %s, isolation id %d\n" % (
+            rack, plan.subnet, plan.isolation_id))
+        for n in plan.nodes:
+            out.write("  %-18s %-8s %s %-15s public %-15s host %s\n" % (
+                n.name, n.appliance, n.mac, n.ip, n.public_ip or "-", n.host))
+        out.write(ctl.dump_text(plan))
+        for x in xmls:
+            out.write(x + "\n")
+        return 0
+    rows = ctl.status(rack)
+    if as_json:
+        emit_json({"rack": rack, "would_remove": rows}, out)
+    else:
+        out.write("would stop rack %d and remove %d nodes, their disks, DHCP entries, network "
+                  "and addresses\n" % (rack, len(rows)))
+        for r in rows:
+            out.write("  %-18s %s %-15s on %s (%s)\n" % (r["name"], r["mac"], r["ip"], r["host"],
+                                                        r["libvirt"]))
     return 0
 
 

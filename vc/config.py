@@ -70,6 +70,25 @@ class Config:
     admins: Tuple[str, ...]
     state_dir: str
     log_file: Optional[str]
+    # [virt]
+    domain_type: str
+    name_prefix: str
+    disk_dir: str
+    console_dir: str
+    gateway_image: str
+    compute_image: str
+    kernel: Optional[str]
+    initrd: Optional[str]
+    cmdline: str
+    boot_timeout: int
+    shutdown_timeout: int
+    boot_parallel: int
+    # [register]
+    registrar: str
+    insert_ethers: str
+    gateway_membership: str
+    compute_membership: str
+    hosts_file: str
 
     # ---------------------------------------------------------------- derived figures
     @property
@@ -86,6 +105,12 @@ class Config:
     @property
     def isolation_count(self) -> int:
         return self.isolation_ids[1] - self.isolation_ids[0] + 1
+
+    def image(self, appliance: str) -> str:
+        return self.gateway_image if appliance == "gateway" else self.compute_image
+
+    def membership(self, appliance: str) -> str:
+        return self.gateway_membership if appliance == "gateway" else self.compute_membership
 
     def tzinfo(self):
         from zoneinfo import ZoneInfo
@@ -195,6 +220,38 @@ def _names(s):
     return names
 
 
+def _choice(*choices):
+    def parse(s):
+        s = s.strip()
+        if s not in choices:
+            raise ValueError("must be one of %s, got %r" % (", ".join(choices), s))
+        return s
+
+    return parse
+
+
+def _prefix(s):
+    s = s.strip()
+    if not re.match(r"^[a-z][a-z0-9]{0,7}$", s):
+        raise ValueError("must be 1-8 lower-case letters/digits starting with a letter "
+                         "(it names domains, networks and bridges), got %r" % s)
+    return s
+
+
+def _path(s):
+    s = s.strip()
+    if s and not s.startswith("/"):
+        raise ValueError("must be an absolute path, got %r" % s)
+    return s or None
+
+
+def _label(s):
+    s = s.strip()
+    if not re.match(r"^[A-Za-z][A-Za-z0-9]{0,31}$", s):
+        raise ValueError("must be a Rocks membership name of letters and digits, got %r" % s)
+    return s
+
+
 def _uri(s):
     s = s.strip()
     if not re.match(r"^[a-z][a-z0-9+]*:///?[^\s]*$", s):
@@ -238,7 +295,29 @@ SCHEMA = {
         "timezone": (_timezone, "UTC"),
         "admins": (_names, "root"),
         "state_dir": (_str, "/var/lib/vc"),
-        "log_file": (_optstr, ""),
+        "log_file": (_path, ""),
+    },
+    "virt": {
+        "domain_type": (_choice("qemu", "kvm"), "qemu"),
+        "name_prefix": (_prefix, "vc"),
+        # empty = <state_dir>/disks, <state_dir>/console, <state_dir>/images/base.qcow2
+        "disk_dir": (_path, ""),
+        "console_dir": (_path, ""),
+        "gateway_image": (_path, ""),
+        "compute_image": (_path, ""),
+        "kernel": (_path, ""),
+        "initrd": (_path, ""),
+        "cmdline": (_anystr, "console=ttyS0 panic=-1 quiet"),
+        "boot_timeout": (_int(1, 3600), "60"),
+        "shutdown_timeout": (_int(0, 3600), "30"),
+        "boot_parallel": (_int(1, 256), "8"),
+    },
+    "register": {
+        "registrar": (_choice("builtin", "rocks"), "builtin"),
+        "insert_ethers": (_path, "/opt/rocks/sbin/insert-ethers"),
+        "gateway_membership": (_label, "Gateway"),
+        "compute_membership": (_label, "Compute"),
+        "hosts_file": (_path, ""),
     },
 }
 HOST_SCHEMA = {
@@ -330,6 +409,12 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
         raise ConfigError(path, "[host:NAME]", "at least one physical host section is required")
 
     v = values
+    state = v[("site", "state_dir")]
+    if not state.startswith("/"):
+        raise ConfigError(path, "[site] state_dir", "must be an absolute path, got %r" % state)
+    if bool(v[("virt", "kernel")]) != bool(v[("virt", "initrd")]):
+        raise ConfigError(path, "[virt] initrd", "kernel and initrd go together (direct kernel "
+                          "boot): set both or neither")
     if not v[("database", "unix_socket")] and not v[("database", "host")]:
         raise ConfigError(path, "[database] unix_socket", "set unix_socket or host")
     pool, prefix = v[("addresses", "private_pool")], v[("addresses", "private_prefix")]
@@ -375,4 +460,23 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
         admins=v[("site", "admins")],
         state_dir=v[("site", "state_dir")],
         log_file=v[("site", "log_file")],
+        domain_type=v[("virt", "domain_type")],
+        name_prefix=v[("virt", "name_prefix")],
+        disk_dir=v[("virt", "disk_dir")] or os.path.join(state, "disks"),
+        console_dir=v[("virt", "console_dir")] or os.path.join(state, "console"),
+        gateway_image=v[("virt", "gateway_image")] or os.path.join(state, "images",
+                                                                    "base.qcow2"),
+        compute_image=v[("virt", "compute_image")] or os.path.join(state, "images",
+                                                                    "base.qcow2"),
+        kernel=v[("virt", "kernel")],
+        initrd=v[("virt", "initrd")],
+        cmdline=v[("virt", "cmdline")],
+        boot_timeout=v[("virt", "boot_timeout")],
+        shutdown_timeout=v[("virt", "shutdown_timeout")],
+        boot_parallel=v[("virt", "boot_parallel")],
+        registrar=v[("register", "registrar")],
+        insert_ethers=v[("register", "insert_ethers")],
+        gateway_membership=v[("register", "gateway_membership")],
+        compute_membership=v[("register", "compute_membership")],
+        hosts_file=v[("register", "hosts_file")] or os.path.join(state, "hosts"),
     )

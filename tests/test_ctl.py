@@ -1,0 +1,293 @@
+"""vc.ctl start/stop on libvirt's test driver (one test:///<file> host per configured host, fresh
+per test) with a recording command executor, against the real MariaDB."""
+
+import json
+import os
+
+import pytest
+
+from conftest import NOW, ROOT, count_rows, db_overrides, make_cfg
+from vc import ctl as vctl
+from vc import reservations as R
+from vc import virt
+from vc.errors import VcError
+
+TESTNODE = "test://" + os.path.join(ROOT, "tests", "data", "testnode.xml")
+GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
+
+
+class Recorder:
+    """The command executor: records argv, answers qemu-img like the real one would."""
+
+    def __init__(self, fail_on=None):
+        self.calls, self.fail_on = [], fail_on
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        if self.fail_on and self.fail_on in argv:
+            raise virt.CommandError(argv, 1, "simulated failure")
+        if argv[:2] == ["qemu-img", "info"]:
+            return json.dumps({"format": "qcow2"})
+        if argv[:2] == ["qemu-img", "create"]:
+            open(argv[-2], "w").close()
+        return ""
+
+
+@pytest.fixture
+def make(migrated, db, tmp_path):
+    """make(nhosts=1, **overrides) -> (cfg, Ctl, recorder)"""
+
+    def build(nhosts=1, fail_on=None, **over):
+        o = db_overrides(migrated)
+        o["host:h1"] = None
+        for i in range(nhosts):
+            o["host:h%d" % (i + 1)] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
+        o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
+        o["virt"] = {"name_prefix": "vt", "boot_timeout": "5", "shutdown_timeout": "1"}
+        for k, v in over.items():
+            o.setdefault(k, {}).update(v)
+        cfg = make_cfg(o)
+        rec = Recorder(fail_on)
+        return cfg, vctl.Ctl(cfg, db, execute=rec, clock=lambda: NOW, actor="test"), rec
+
+    return build
+
+
+def reserve(cfg, db, gateways=1, computes=2, **kw):
+    f = {"owner": "bob", "start": "2026-11-30T23:00Z", "end": "2026-12-01T05:00Z",
+         "gateways": str(gateways), "computes": str(computes), "memory_mb": "256"}
+    f.update(kw)
+    return R.create(cfg, db, f, NOW)
+
+
+def test_start_allocates_registers_and_boots(make, db):
+    cfg, c, rec = make()
+    rack = reserve(cfg, db)
+    out = c.start(rack)
+    assert out["state"] == "running" and out["changed"]
+    assert R.get(db, rack)["state"] == "running"
+
+    nodes = db.query("SELECT name, appliance, `rank`, mac, ip, public_ip, host, state FROM vcnode "
+                     "ORDER BY id")
+    assert [(n["name"], n["ip"], n["host"], n["state"]) for n in nodes] == [
+        ("gateway-%d-0" % rack, "10.200.0.2", "h1", "running"),
+        ("compute-%d-0" % rack, "10.200.0.3", "h1", "running"),
+        ("compute-%d-1" % rack, "10.200.0.4", "h1", "running")]
+    assert [n["mac"] for n in nodes] == ["52:54:00:00:00:01", "52:54:00:00:00:02",
+                                         "52:54:00:00:00:03"]
+    assert nodes[0]["public_ip"] == "198.51.100.10" and nodes[1]["public_ip"] is None
+    kinds = sorted((a["kind"], a["value"]) for a in db.query("SELECT kind, value FROM vcalloc"))
+    assert ("subnet", "10.200.0.0/24") in kinds and ("isolation", "100") in kinds
+    assert len(kinds) == 2 + 3 * 2 + 1
+
+    # the dump, exactly in the insert-ethers --dump format
+    dump = open(c.dump_path(rack)).read()
+    assert dump.splitlines()[1] == (
+        'insert-ethers --hostname="compute-%d-0" --rack=%d --rank=0 --cpus=1 '
+        '--appliance="Compute" --mac="52:54:00:00:00:02" --device="eth0" '
+        '--module="virtio_net" --ipaddr="10.200.0.3" --netmask="255.255.255.0" '
+        '--norestart --batch' % (rack, rack))
+    assert c.dump(rack) == dump
+
+    # builtin registrar: Rocks rows, DHCP entries in the cluster network, hosts file
+    rows = db.query("SELECT n.Name, n.Rack, n.Rank, m.Name AS app, w.MAC, w.IP FROM nodes n JOIN "
+                    "memberships m ON m.ID = n.Membership JOIN networks w ON w.Node = n.ID "
+                    "ORDER BY w.IP")
+    assert [(r["Name"], r["app"], r["IP"]) for r in rows] == [
+        ("gateway-%d-0" % rack, "Gateway", "10.200.0.2"),
+        ("compute-%d-0" % rack, "Compute", "10.200.0.3"),
+        ("compute-%d-1" % rack, "Compute", "10.200.0.4")]
+    h = c.host("h1")
+    dhcp = sorted((d.mac, d.ip, d.name) for d in h.dhcp_hosts("vt-net%d" % rack))
+    assert dhcp == sorted((n["mac"], n["ip"], n["name"]) for n in nodes)
+    hosts = open(cfg.hosts_file).read()
+    assert "10.200.0.3\tcompute-%d-0" % rack in hosts
+
+    # disks: one qcow2 overlay per node over the appliance image, sized from the reservation
+    creates = [a for a in rec.calls if a[:2] == ["qemu-img", "create"]]
+    assert creates[0] == ["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b",
+                          cfg.gateway_image, c.disk_path("gateway-%d-0" % rack), "5G"]
+    assert len(creates) == 3
+    assert sorted(h.list_domains("vt-")) == sorted("vt-" + n["name"] for n in nodes)
+    assert all(h.state("vt-" + n["name"]) == "running" for n in nodes)
+
+    steps = [e["reason"] for e in db.query("SELECT reason FROM vcevent WHERE rack=%s ORDER BY id",
+                                           (rack,))]
+    for s in vctl.START_STEPS:
+        assert sum(r.startswith("start: %s done" % s) for r in steps) == 1, (s, steps)
+
+    # replay: a second start changes nothing
+    assert c.start(rack)["changed"] is False
+
+
+def test_stop_leaves_nothing(make, db):
+    cfg, c, rec = make()
+    rack = reserve(cfg, db)
+    c.start(rack)
+    other = reserve(cfg, db, computes=0)   # another cluster's rows must survive
+    c.start(other)
+    out = c.stop(rack)
+    assert out["state"] == "stopped"
+    r = R.get(db, rack)
+    assert r["state"] == "stopped" and r["end"] == NOW
+    h = c.host("h1")
+    assert all(("-%d-" % rack) not in d for d in h.list_domains("vt-"))
+    assert "vt-net%d" % rack not in h.list_networks("vt-")
+    assert "vt-net%d" % other in h.list_networks("vt-")
+    assert db.query("SELECT COUNT(*) AS n FROM vcalloc WHERE rack=%s", (rack,))[0]["n"] == 0
+    assert db.query("SELECT COUNT(*) AS n FROM vcnode WHERE rack=%s", (rack,))[0]["n"] == 0
+    assert db.query("SELECT COUNT(*) AS n FROM nodes WHERE Rack=%s", (rack,))[0]["n"] == 0
+    assert db.query("SELECT COUNT(*) AS n FROM nodes WHERE Rack=%s", (other,))[0]["n"] == 1
+    assert sorted(os.listdir(cfg.disk_dir)) == ["vt-gateway-%d-0.qcow2" % other]
+    assert "rack %d" % rack not in open(cfg.hosts_file).read()
+    assert not os.path.exists(c.dump_path(rack))
+    # stopping again is a no-op that still succeeds
+    assert c.stop(rack)["state"] == "stopped"
+    c.stop(other)
+    assert db.query("SELECT COUNT(*) AS n FROM vcalloc")[0]["n"] == 0
+    assert os.listdir(cfg.disk_dir) == []
+
+
+def test_two_clusters_disjoint(make, db):
+    cfg, c, _ = make()
+    a, b = reserve(cfg, db), reserve(cfg, db)
+    c.start(a)
+    c.start(b)
+    na = db.query("SELECT mac, ip, public_ip FROM vcnode WHERE rack=%s", (a,))
+    nb = db.query("SELECT mac, ip, public_ip FROM vcnode WHERE rack=%s", (b,))
+    for key in ("mac", "ip"):
+        assert not {n[key] for n in na} & {n[key] for n in nb}
+    assert {n["ip"].rsplit(".", 1)[0] for n in na} == {"10.200.0"}
+    assert {n["ip"].rsplit(".", 1)[0] for n in nb} == {"10.200.1"}
+    iso = db.query("SELECT rack, value FROM vcalloc WHERE kind='isolation' ORDER BY rack")
+    assert [i["value"] for i in iso] == ["100", "101"]
+    # after a stop, the next cluster reuses the subnet but never a MAC
+    c.stop(a)
+    d = reserve(cfg, db)
+    c.start(d)
+    nd = db.query("SELECT mac, ip FROM vcnode WHERE rack=%s", (d,))
+    assert {n["ip"].rsplit(".", 1)[0] for n in nd} == {"10.200.0"}
+    assert not {n["mac"] for n in nd} & {n["mac"] for n in na}
+
+
+def test_placement_spreads_over_four_hosts(make, db):
+    cfg, c, _ = make(nhosts=4)
+    rack = reserve(cfg, db, computes=7, memory_mb="1024")
+    c.start(rack)
+    per = {}
+    for n in db.query("SELECT host FROM vcnode WHERE rack=%s", (rack,)):
+        per[n["host"]] = per.get(n["host"], 0) + 1
+    assert per == {"h1": 2, "h2": 2, "h3": 2, "h4": 2}
+    for h in ("h1", "h2", "h3", "h4"):
+        assert len(c.host(h).list_domains("vt-")) == 2
+        assert c.host(h).network_exists("vt-net%d" % rack)
+    # a second cluster goes where memory is free
+    r2 = reserve(cfg, db, computes=3, memory_mb="1024")
+    c.start(r2)
+    per2 = sorted(n["host"] for n in db.query("SELECT host FROM vcnode WHERE rack=%s", (r2,)))
+    assert per2 == ["h1", "h2", "h3", "h4"]
+    c.stop(rack)
+    for h in ("h1", "h2", "h3", "h4"):
+        assert not [d for d in c.host(h).list_domains("vt-") if "-%d-" % rack in d]
+
+
+def test_failed_step_leaves_failed_then_retry_and_stop(make, db):
+    cfg, c, rec = make(fail_on="create")
+    rack = reserve(cfg, db)
+    with pytest.raises(vctl.ClusterError, match="start failed at step disks"):
+        c.start(rack)
+    r = R.get(db, rack)
+    assert r["state"] == "failed" and "simulated failure" in r["error"]
+    # fixed: start again continues from where it stopped
+    rec.fail_on = None
+    assert c.start(rack)["state"] == "running"
+    assert R.get(db, rack)["error"] is None
+    events = [e["reason"] for e in R.get(db, rack)["events"]]
+    assert any(e.startswith("retry start after: start failed at step disks") for e in events)
+    c.stop(rack)
+    assert count_rows(db)["vcalloc"] == 0
+
+
+def test_failed_cluster_can_be_stopped_and_deleted(make, db):
+    cfg, c, rec = make(fail_on="create")
+    rack = reserve(cfg, db)
+    with pytest.raises(vctl.ClusterError):
+        c.start(rack)
+    # a failed cluster holds resources: delete waits for the stop, which then deletes it
+    assert R.delete(cfg, db, rack, NOW, "bob") == "failed"
+    assert c.stop(rack)["state"] == "deleted"
+    assert count_rows(db)["vcregist"] == 0 and count_rows(db)["vcalloc"] == 0
+    assert c.host("h1").list_networks("vt-") == []
+
+
+def test_forced_early_start_needs_capacity(make, db):
+    cfg, c, _ = make()
+    later = reserve(cfg, db, start="2026-12-01T02:00Z", end="2026-12-01T04:00Z")
+    c.start(later)
+    assert R.get(db, later)["start"] == NOW
+    # a cluster booked after another must not be forced on while the other holds the capacity
+    r1 = reserve(cfg, db, start="2026-12-01T05:00Z", end="2026-12-01T06:00Z", computes=5,
+                 memory_mb="256")
+    with pytest.raises(VcError, match="refused: not enough"):
+        c.start(r1)
+    assert R.get(db, r1)["state"] == "reserved"
+
+
+def test_ended_and_invalid_starts(make, db):
+    cfg, c, _ = make()
+    rack = reserve(cfg, db)
+    R.stop_now(cfg, db, rack, NOW, "bob")
+    with pytest.raises(VcError, match="is stopped: cannot start"):
+        c.start(rack)
+    with pytest.raises(VcError, match="no such reservation"):
+        c.start(9999)
+
+
+def test_dry_run_changes_nothing(make, db):
+    cfg, c, rec = make()
+    rack = reserve(cfg, db)
+    before = count_rows(db)
+    plan, xmls = c.plan_preview(rack)
+    assert [n.ip for n in plan.nodes] == ["10.200.0.2", "10.200.0.3", "10.200.0.4"]
+    assert len(xmls) == 3 and "<domain type=\"qemu\">" in xmls[0].replace("'", '"')
+    assert count_rows(db) == before and rec.calls == []
+    assert c.host("h1").list_domains("vt-") == []
+
+
+def test_domain_xml_golden(make, db):
+    cfg, c, _ = make(virt={"kernel": "/guest/vmlinux", "initrd": "/guest/initrd.img"})
+    rack = reserve(cfg, db)
+    plan, xmls = c.plan_preview(rack)
+    text = xmls[0].replace("gateway-%d-0" % rack, "gateway-R-0").replace(
+        "rack=\"%d\"" % rack, "rack=\"R\"").replace(cfg.state_dir, "/STATE")
+    path = os.path.join(GOLDEN, "ctl-gateway.xml")
+    if os.environ.get("VC_REGENERATE_GOLDEN") or not os.path.exists(path):
+        open(path, "w").write(text)
+    assert text == open(path).read()
+
+
+def test_rocks_registrar_commands(make, db):
+    cfg, c, rec = make(register={"registrar": "rocks"})
+    rack = reserve(cfg, db, computes=1)
+    c.start(rack)
+    ie = [a for a in rec.calls if a[0] == "/opt/rocks/sbin/insert-ethers"]
+    assert [a[1] for a in ie] == ['--hostname=gateway-%d-0' % rack,
+                                  '--hostname=compute-%d-0' % rack, "--update"]
+    assert ie[1] == ["/opt/rocks/sbin/insert-ethers", "--hostname=compute-%d-0" % rack,
+                     "--rack=%d" % rack, "--rank=0", "--cpus=1", "--appliance=Compute",
+                     "--mac=52:54:00:00:00:02", "--device=eth0", "--module=virtio_net",
+                     "--ipaddr=10.200.0.3", "--netmask=255.255.255.0", "--norestart", "--batch"]
+    rec.calls.clear()
+    c.stop(rack)
+    ie = [a[1:] for a in rec.calls if a[0] == "/opt/rocks/sbin/insert-ethers"]
+    assert ie == [["--remove", "gateway-%d-0" % rack], ["--remove", "compute-%d-0" % rack],
+                  ["--update"]]
+
+
+def test_status_reports_libvirt_state(make, db):
+    cfg, c, _ = make()
+    rack = reserve(cfg, db, computes=1)
+    c.start(rack)
+    c.host("h1").destroy("vt-compute-%d-0" % rack)
+    st = {r["name"]: r["libvirt"] for r in c.status(rack)}
+    assert st == {"gateway-%d-0" % rack: "running", "compute-%d-0" % rack: "shutoff"}

@@ -1,0 +1,636 @@
+"""vc.virt against libvirt's test driver (a fresh host per test), a small hand-written fake for
+the error paths, and qemu-img both recorded and for real."""
+
+import json
+import logging
+import os
+import subprocess
+
+import libvirt
+import pytest
+
+from vc import virt
+from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec
+from vc.errors import NotFound, VcError
+from vc.virt import CommandError, Host, HypervisorError, NotFoundOnHost
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# every open of test:///<file> starts again from the file: a fresh, empty host per test
+TEST_URI = "test://" + os.path.join(DATA, "testnode.xml")
+
+MAC1, MAC2, MAC3 = "52:54:00:00:07:01", "52:54:00:00:07:02", "52:54:00:00:07:03"
+
+
+@pytest.fixture
+def host():
+    h = Host(TEST_URI, name="t1")
+    yield h
+    h.close()
+
+
+def net_spec(**kw):
+    args = dict(name="vc-7", bridge="vcbr7", address="10.250.7.1", prefix=24,
+                dhcp_start="10.250.7.100", dhcp_end="10.250.7.200",
+                hosts=[DhcpHost(MAC1, "10.250.7.10", "gateway-7-0")])
+    args.update(kw)
+    return NetworkSpec(**args)
+
+
+def dom_spec(name="vc-7-c0", **kw):
+    args = dict(name=name, memory_mb=128, vcpus=1, kernel="/guest/vmlinux",
+                initrd="/guest/initrd.img", cmdline="console=ttyS0",
+                disks=[DiskSpec("/disks/%s.qcow2" % name)],
+                interfaces=[InterfaceSpec(MAC2, network="vc-7")],
+                console_log="/logs/%s.log" % name, metadata={"rack": 7, "node": "compute-7-0"})
+    args.update(kw)
+    return DomainSpec(**args)
+
+
+# -- networks ---------------------------------------------------------------------------------
+
+
+def test_ensure_network_is_idempotent(host):
+    assert not host.network_exists("vc-7")
+    assert host.ensure_network(net_spec()) is True
+    assert host.network_exists("vc-7")
+    net = host.conn.networkLookupByName("vc-7")
+    assert net.isActive() and net.isPersistent() and not net.autostart()
+    assert host.ensure_network(net_spec()) is False
+
+
+def test_ensure_network_starts_a_defined_one(host):
+    host.conn.networkDefineXML(net_spec().to_xml())
+    assert host.ensure_network(net_spec()) is True
+    assert host.conn.networkLookupByName("vc-7").isActive()
+    assert host.ensure_network(net_spec()) is False
+
+
+def test_ensure_network_turns_autostart_off(host):
+    net = host.conn.networkDefineXML(net_spec().to_xml())
+    net.create()
+    net.setAutostart(1)
+    assert host.ensure_network(net_spec()) is True
+    assert not net.autostart()
+
+
+def test_ensure_network_warns_about_other_settings(host, caplog):
+    host.ensure_network(net_spec())
+    with caplog.at_level(logging.WARNING, logger="vc.virt"):
+        assert host.ensure_network(net_spec(bridge="vcbr99")) is False
+    assert "other settings" in caplog.text
+
+
+def test_remove_network(host):
+    host.ensure_network(net_spec())
+    assert host.remove_network("vc-7") is True
+    assert not host.network_exists("vc-7")
+    assert host.remove_network("vc-7") is False
+
+
+def test_remove_inactive_network(host):
+    host.conn.networkDefineXML(net_spec().to_xml())
+    assert host.remove_network("vc-7") is True
+    assert host.list_networks() == []
+
+
+def test_list_networks_by_prefix(host):
+    host.ensure_network(net_spec(name="vc-7"))
+    host.ensure_network(net_spec(name="vc-8", bridge="vcbr8", address="10.250.8.1", hosts=[],
+                                 dhcp_start=None, dhcp_end=None))
+    host.conn.networkDefineXML(net_spec(name="other", bridge="otherbr").to_xml())
+    assert host.list_networks("vc-") == ["vc-7", "vc-8"]
+    assert host.list_networks() == ["other", "vc-7", "vc-8"]
+
+
+def test_dhcp_hosts_add_noop_remove(host):
+    host.ensure_network(net_spec())
+    new = DhcpHost(MAC2, "10.250.7.11", "compute-7-0")
+    assert host.add_dhcp_host("vc-7", new) is True
+    assert host.dhcp_hosts("vc-7") == [DhcpHost(MAC1, "10.250.7.10", "gateway-7-0"), new]
+    assert host.add_dhcp_host("vc-7", new) is False
+    # MAC case does not make it another entry
+    assert host.add_dhcp_host("vc-7", DhcpHost(MAC2.upper(), "10.250.7.11", "compute-7-0")) is False
+    assert host.remove_dhcp_host("vc-7", new) is True
+    assert host.dhcp_hosts("vc-7") == [DhcpHost(MAC1, "10.250.7.10", "gateway-7-0")]
+    assert host.remove_dhcp_host("vc-7", new) is False
+    assert host.remove_dhcp_host("no-such-net", new) is False
+
+
+@pytest.mark.parametrize("other", [
+    DhcpHost(MAC1, "10.250.7.99", "gateway-7-0"),     # same MAC
+    DhcpHost(MAC3, "10.250.7.10", "x"),               # same IP
+    DhcpHost(MAC3, "10.250.7.99", "gateway-7-0"),     # same name
+])
+def test_dhcp_host_conflicts(host, other):
+    host.ensure_network(net_spec())
+    with pytest.raises(HypervisorError, match="conflicts") as ei:
+        host.add_dhcp_host("vc-7", other)
+    assert "host t1" in str(ei.value)
+    assert host.dhcp_hosts("vc-7") == net_spec().hosts
+
+
+def test_remove_dhcp_host_that_differs_is_absent(host):
+    host.ensure_network(net_spec())
+    assert host.remove_dhcp_host("vc-7", DhcpHost(MAC1, "10.250.7.99", "gateway-7-0")) is False
+    assert host.dhcp_hosts("vc-7") == net_spec().hosts
+
+
+def test_dhcp_host_on_inactive_network(host):
+    # the test driver refuses AFFECT_LIVE on a stopped network: only CONFIG must be passed
+    host.conn.networkDefineXML(net_spec().to_xml())
+    new = DhcpHost(MAC2, "10.250.7.11", "compute-7-0")
+    assert host.add_dhcp_host("vc-7", new) is True
+    assert new in host.dhcp_hosts("vc-7")
+    assert host.remove_dhcp_host("vc-7", new) is True
+
+
+def test_dhcp_hosts_of_missing_network(host):
+    with pytest.raises(NotFoundOnHost, match="no such network: nope") as ei:
+        host.dhcp_hosts("nope")
+    assert isinstance(ei.value, NotFound) and isinstance(ei.value, HypervisorError)
+    with pytest.raises(NotFoundOnHost):
+        host.add_dhcp_host("nope", DhcpHost(MAC1, "10.0.0.1"))
+
+
+# -- domains ----------------------------------------------------------------------------------
+
+
+def test_domain_lifecycle_is_idempotent(host):
+    spec = dom_spec()
+    assert host.state("vc-7-c0") == "absent"
+    assert host.define(spec) is True
+    assert host.define(spec) is False
+    assert host.state("vc-7-c0") == "shutoff"
+    assert host.start("vc-7-c0") is True
+    assert host.start("vc-7-c0") is False
+    assert host.state("vc-7-c0") == "running"
+    assert host.shutdown("vc-7-c0") is True      # the test driver stops at once
+    assert host.shutdown("vc-7-c0") is False
+    assert host.state("vc-7-c0") == "shutoff"
+    assert host.destroy("vc-7-c0") is False
+    assert host.start("vc-7-c0") is True
+    assert host.destroy("vc-7-c0") is True
+    assert host.destroy("vc-7-c0") is False
+    assert host.undefine("vc-7-c0") is True
+    assert host.undefine("vc-7-c0") is False
+    assert host.state("vc-7-c0") == "absent"
+    assert host.shutdown("vc-7-c0") is False
+    assert host.destroy("vc-7-c0") is False
+
+
+def test_define_redefines_a_shut_off_domain_keeping_its_uuid(host):
+    host.define(dom_spec())
+    uuid = host.conn.lookupByName("vc-7-c0").UUIDString()
+    assert host.define(dom_spec(memory_mb=256)) is True
+    dom = host.conn.lookupByName("vc-7-c0")
+    assert dom.UUIDString() == uuid
+    assert dom.info()[1] == 256 * 1024
+    assert host.define(dom_spec(memory_mb=256)) is False
+
+
+def test_define_leaves_a_running_domain(host, caplog):
+    host.define(dom_spec())
+    host.start("vc-7-c0")
+    with caplog.at_level(logging.WARNING, logger="vc.virt"):
+        assert host.define(dom_spec(memory_mb=256, vcpus=2)) is False
+    assert "is running with another definition (memory_kib, vcpus differ)" in caplog.text
+    dom = host.conn.lookupByName("vc-7-c0")
+    assert dom.info()[1] == 128 * 1024
+    # unchanged while running: a quiet no-op
+    caplog.clear()
+    assert host.define(dom_spec()) is False
+    assert caplog.text == ""
+
+
+def test_define_with_another_uuid(host):
+    host.define(dom_spec())
+    with pytest.raises(HypervisorError, match="exists with UUID"):
+        host.define(dom_spec(uuid="6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d"))
+
+
+def test_define_with_fixed_uuid(host):
+    spec = dom_spec(uuid="6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d")
+    assert host.define(spec) is True
+    assert host.define(spec) is False
+    assert host.conn.lookupByName("vc-7-c0").UUIDString() == spec.uuid
+
+
+def test_define_logs_xml(host, caplog):
+    with caplog.at_level(logging.DEBUG, logger="vc.virt"):
+        host.define(dom_spec())
+    assert "<cmdline>console=ttyS0</cmdline>" in caplog.text
+
+
+def test_start_missing_domain(host):
+    with pytest.raises(NotFoundOnHost, match="host t1: no such domain: nope"):
+        host.start("nope")
+
+
+def test_undefine_running_domain_is_refused(host):
+    host.define(dom_spec())
+    host.start("vc-7-c0")
+    with pytest.raises(HypervisorError, match="destroy it first"):
+        host.undefine("vc-7-c0")
+    assert host.state("vc-7-c0") == "running"
+
+
+def test_list_domains_by_prefix(host):
+    for name in ("vc-7-c1", "vc-7-c0", "vc-8-c0", "other"):
+        host.define(dom_spec(name))
+    host.start("vc-7-c1")
+    assert host.list_domains("vc-7-") == ["vc-7-c0", "vc-7-c1"]
+    assert host.list_domains() == ["other", "vc-7-c0", "vc-7-c1", "vc-8-c0"]
+
+
+def test_domain_metadata(host):
+    host.define(dom_spec())
+    assert host.domain_metadata("vc-7-c0") == {"node": "compute-7-0", "rack": "7"}
+    host.conn.defineXML("<domain type='test'><name>foreign</name><memory>131072</memory>"
+                        "<os><type>hvm</type></os></domain>")
+    assert host.domain_metadata("foreign") == {}
+    with pytest.raises(NotFoundOnHost):
+        host.domain_metadata("nope")
+
+
+def test_free_memory_falls_back_to_node_info(host):
+    # the test driver's getFreeMemory answers 0; testnode.xml has 8 GiB
+    assert host.free_memory_mb() == 8192
+
+
+def test_qemu_pid(tmp_path, monkeypatch):
+    monkeypatch.setattr(Host, "QEMU_RUN_DIR", str(tmp_path))
+    (tmp_path / "vc-7-c0.pid").write_text("4242\n")
+    (tmp_path / "bad.pid").write_text("x")
+    assert Host("qemu:///system").qemu_pid("vc-7-c0") == 4242
+    assert Host("qemu+unix:///system").qemu_pid("vc-7-c0") == 4242
+    assert Host("qemu:///system").qemu_pid("nope") is None
+    assert Host("qemu:///system").qemu_pid("bad") is None
+    assert Host("qemu+ssh://h2/system").qemu_pid("vc-7-c0") is None
+    assert Host("qemu:///session").qemu_pid("vc-7-c0") is None
+    assert Host(TEST_URI).qemu_pid("vc-7-c0") is None
+
+
+def test_wait_state_with_injected_clock(host):
+    host.define(dom_spec())
+    now = [100.0]
+    sleeps = []
+
+    def sleep(s):
+        sleeps.append(s)
+        now[0] += s
+
+    assert host.wait_state("vc-7-c0", "shutoff", 5, clock=lambda: now[0], sleep=sleep) is True
+    assert sleeps == []
+    assert host.wait_state("vc-7-c0", "running", 1, poll=0.3, clock=lambda: now[0],
+                           sleep=sleep) is False
+    assert sleeps == pytest.approx([0.3, 0.3, 0.3, 0.1])
+    assert host.wait_state("vc-7-c0", ("running", "shutoff"), 0, clock=lambda: now[0],
+                           sleep=sleep) is True
+
+
+def test_libvirt_errors_are_silenced(host, capfd):
+    assert host.state("nope") == "absent"
+    assert host.remove_network("nope") is False
+    out, err = capfd.readouterr()
+    assert "libvirt" not in err and err == ""
+
+
+def test_open_failure():
+    with pytest.raises(HypervisorError, match="host bad: cannot connect to test:///nonexistent"):
+        Host("test:///nonexistent/node.xml", name="bad").list_domains()
+
+
+# -- error paths with a fake connection -------------------------------------------------------
+
+
+def make_libvirt_error(code, msg="fake failure", domain=libvirt.VIR_FROM_QEMU):
+    """A libvirtError shaped like a real one (Nova's make_libvirtError)."""
+    e = libvirt.libvirtError(msg)
+    e.err = (code, domain, msg, libvirt.VIR_ERR_ERROR, "", None, None, -1, -1)
+    return e
+
+
+class FakeDomain:
+    def __init__(self, name, active=True, fail=None):
+        self._name, self.active, self.fail = name, active, fail or {}
+        self.calls = []
+
+    def _maybe_fail(self, what):
+        self.calls.append(what)
+        if what in self.fail:
+            exc, stop = self.fail[what]
+            if stop:
+                self.active = False
+            raise exc
+
+    def name(self):
+        return self._name
+
+    def isActive(self):
+        return self.active
+
+    def XMLDesc(self, flags=0):
+        return "<domain type='qemu'><name>%s</name></domain>" % self._name
+
+    def create(self):
+        self._maybe_fail("create")
+        self.active = True
+
+    def destroy(self):
+        self._maybe_fail("destroy")
+        self.active = False
+
+    def shutdown(self):
+        self._maybe_fail("shutdown")
+
+    def state(self):
+        self._maybe_fail("state")
+        return [libvirt.VIR_DOMAIN_RUNNING if self.active else libvirt.VIR_DOMAIN_SHUTOFF, 0]
+
+
+class FakeConn:
+    """Just enough of virConnect; ``lookup_error`` makes every lookup fail with it."""
+
+    def __init__(self, domains=(), lookup_error=None, alive=True):
+        self.domains = {d.name(): d for d in domains}
+        self.lookup_error = lookup_error
+        self.alive = alive
+        self.defined = []
+
+    def isAlive(self):
+        return self.alive
+
+    def close(self):
+        pass
+
+    def lookupByName(self, name):
+        if self.lookup_error is not None:
+            raise self.lookup_error
+        if name not in self.domains:
+            raise make_libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found")
+        return self.domains[name]
+
+    def networkLookupByName(self, name):
+        if self.lookup_error is not None:
+            raise self.lookup_error
+        raise make_libvirt_error(libvirt.VIR_ERR_NO_NETWORK, "Network not found")
+
+    def listAllDomains(self, flags=0):
+        if self.lookup_error is not None:
+            raise self.lookup_error
+        return list(self.domains.values())
+
+    def defineXML(self, xml):
+        self.defined.append(xml)
+        raise make_libvirt_error(libvirt.VIR_ERR_XML_ERROR, "XML error: bad thing")
+
+
+def fake_host(conn):
+    return Host("qemu+ssh://fake/system", name="fake", opener=lambda uri: conn)
+
+
+def test_fake_error_is_real_shaped():
+    e = make_libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found")
+    assert e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    assert e.get_error_message() == "Domain not found"
+
+
+def test_no_domain_means_already_gone():
+    h = fake_host(FakeConn())
+    assert h.state("x") == "absent"
+    assert h.destroy("x") is False
+    assert h.shutdown("x") is False
+    assert h.undefine("x") is False
+    assert h.remove_network("x") is False
+    assert h.network_exists("x") is False
+
+
+def test_generic_error_becomes_hypervisor_error():
+    cause = make_libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "internal error: boom")
+    h = fake_host(FakeConn(lookup_error=cause))
+    for call in (lambda: h.state("x"), lambda: h.destroy("x"), lambda: h.undefine("x"),
+                 lambda: h.network_exists("x"), lambda: h.list_domains()):
+        with pytest.raises(HypervisorError) as ei:
+            call()
+        assert ei.value.__cause__ is cause
+        assert ei.value.code == libvirt.VIR_ERR_INTERNAL_ERROR
+        assert str(ei.value).startswith("host fake: cannot ")
+        assert "internal error: boom" in str(ei.value)
+        assert not isinstance(ei.value, NotFound)
+        assert isinstance(ei.value, VcError)
+    with pytest.raises(HypervisorError, match="host fake: cannot look up domain x: internal"):
+        h.state("x")
+
+
+def test_destroy_operation_invalid_when_already_off():
+    dom = FakeDomain("x", fail={"destroy": (
+        make_libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID, "domain is not running"), True)})
+    assert fake_host(FakeConn([dom])).destroy("x") is False
+    assert dom.calls == ["destroy"]
+
+
+def test_destroy_no_domain_during_the_call():
+    dom = FakeDomain("x", fail={"destroy": (
+        make_libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found"), False)})
+    assert fake_host(FakeConn([dom])).destroy("x") is False
+
+
+def test_destroy_failure_of_a_running_domain():
+    dom = FakeDomain("x", fail={"destroy": (
+        make_libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, "Device or resource busy"), False)})
+    with pytest.raises(HypervisorError, match="cannot destroy domain x: Device or resource busy"):
+        fake_host(FakeConn([dom])).destroy("x")
+
+
+def test_state_no_domain_during_the_call():
+    dom = FakeDomain("x", fail={"state": (
+        make_libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found"), False)})
+    assert fake_host(FakeConn([dom])).state("x") == "absent"
+
+
+def test_start_failure_logs_the_xml(caplog):
+    dom = FakeDomain("x", active=False, fail={"create": (
+        make_libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "qemu unexpectedly closed"), False)})
+    with caplog.at_level(logging.ERROR, logger="vc.virt"):
+        with pytest.raises(HypervisorError, match="cannot start domain x: qemu unexpectedly"):
+            fake_host(FakeConn([dom])).start("x")
+    assert "<name>x</name>" in caplog.text
+    assert caplog.records[-1].exc_info is not None
+
+
+def test_start_race_with_another_starter():
+    dom = FakeDomain("x", active=False)
+    conn = FakeConn([dom])
+
+    def create():
+        dom.calls.append("create")
+        dom.active = True  # the other starter won
+        raise make_libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID, "already running")
+
+    dom.create = create
+    assert fake_host(conn).start("x") is False
+
+
+def test_define_failure_logs_the_xml(caplog):
+    conn = FakeConn()
+    with caplog.at_level(logging.ERROR, logger="vc.virt"):
+        with pytest.raises(HypervisorError, match="cannot define domain vc-7-c0: XML error"):
+            fake_host(conn).define(dom_spec())
+    assert conn.defined and "<cmdline>console=ttyS0</cmdline>" in caplog.text
+
+
+def test_reconnects_when_the_connection_died():
+    conns = [FakeConn(alive=False), FakeConn()]
+    opened = []
+
+    def opener(uri):
+        opened.append(uri)
+        return conns[len(opened) - 1]
+
+    h = Host("qemu:///system", opener=opener)
+    assert h.list_domains() == []
+    assert h.list_domains() == []
+    assert len(opened) == 2
+
+
+def test_opener_error():
+    def opener(uri):
+        raise make_libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, "Failed to connect socket")
+
+    with pytest.raises(HypervisorError, match="host h9: cannot connect to qemu"):
+        Host("qemu+ssh://h9/system", name="h9", opener=opener).state("x")
+
+
+class FakeNet:
+    def __init__(self, active, persistent=True):
+        self.active, self.persistent = active, persistent
+        self.updates = []
+
+    def isActive(self):
+        return self.active
+
+    def isPersistent(self):
+        return self.persistent
+
+    def XMLDesc(self, flags=0):
+        return net_spec().to_xml()
+
+    def update(self, *args):
+        self.updates.append(args)
+
+
+@pytest.mark.parametrize("active,persistent,flags", [
+    (True, True, libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG),
+    (False, True, libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG),
+    (True, False, libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE),
+])
+def test_dhcp_update_flags(active, persistent, flags):
+    net = FakeNet(active, persistent)
+    conn = FakeConn()
+    conn.networkLookupByName = lambda name: net
+    h = fake_host(conn)
+    new = DhcpHost(MAC2, "10.250.7.11", "compute-7-0")
+    assert h.add_dhcp_host("vc-7", new) is True
+    assert h.remove_dhcp_host("vc-7", net_spec().hosts[0]) is True
+    assert net.updates == [
+        (libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+         -1, new.to_xml(), flags),
+        (libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+         -1, net_spec().hosts[0].to_xml(), flags)]
+
+
+# -- disks ------------------------------------------------------------------------------------
+
+
+class RecordingExecutor:
+    def __init__(self, answers=None):
+        self.calls = []
+        self.answers = answers or {}
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        return self.answers.get(argv[1], "")
+
+
+def test_create_cow_disk_argv(tmp_path):
+    ex = RecordingExecutor({"info": json.dumps({"format": "raw", "virtual-size": 1 << 26})})
+    path, base = str(tmp_path / "n0.qcow2"), str(tmp_path / "base.img")
+    assert virt.create_cow_disk(path, base, 5, execute=ex) is True
+    assert ex.calls == [
+        ["qemu-img", "info", "--output=json", base],
+        ["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", base, path, "5G"],
+    ]
+
+
+def test_create_cow_disk_makes_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ex = RecordingExecutor({"info": '{"format": "qcow2"}'})
+    assert virt.create_cow_disk("n0.qcow2", "base.qcow2", 1, execute=ex) is True
+    assert ex.calls[1][-4:] == ["-b", str(tmp_path / "base.qcow2"), str(tmp_path / "n0.qcow2"),
+                                "1G"]
+
+
+def test_create_cow_disk_existing_is_a_noop(tmp_path):
+    path = tmp_path / "n0.qcow2"
+    path.write_text("data")
+    ex = RecordingExecutor()
+    assert virt.create_cow_disk(str(path), "/base.img", 5, execute=ex) is False
+    assert ex.calls == []
+    assert path.read_text() == "data"
+
+
+def test_image_format_garbage():
+    with pytest.raises(HypervisorError, match="cannot read the format"):
+        virt.image_format("/x", execute=lambda argv: "not json")
+
+
+def test_make_base_image_argv(tmp_path):
+    ex = RecordingExecutor()
+    path = str(tmp_path / "base.qcow2")
+    assert virt.make_base_image(path, 64, execute=ex) is True
+    assert ex.calls == [["qemu-img", "create", "-f", "qcow2", path, "64M"]]
+
+
+def qemu_img_info(path):
+    out = subprocess.run(["qemu-img", "info", "--output=json", path], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("base_fmt", ["qcow2", "raw"])
+def test_cow_disk_with_real_qemu_img(tmp_path, base_fmt):
+    base = str(tmp_path / ("base." + base_fmt))
+    disk = str(tmp_path / "node.qcow2")
+    assert virt.make_base_image(base, 16, fmt=base_fmt) is True
+    assert virt.make_base_image(base, 16, fmt=base_fmt) is False
+    assert virt.image_format(base) == base_fmt
+    assert virt.create_cow_disk(disk, base, 2) is True
+    assert virt.create_cow_disk(disk, base, 2) is False
+    info = qemu_img_info(disk)
+    assert info["format"] == "qcow2"
+    assert info["virtual-size"] == 2 * 1024 ** 3
+    assert info["backing-filename"] == base
+    assert info["backing-filename-format"] == base_fmt
+    assert virt.remove_disk(disk) is True
+    assert virt.remove_disk(disk) is False
+
+
+def test_run_local_error_carries_stderr(tmp_path):
+    missing = str(tmp_path / "missing.img")
+    with pytest.raises(CommandError) as ei:
+        virt.run_local(["qemu-img", "info", missing])
+    assert ei.value.returncode == 1
+    assert "qemu-img info %s failed (exit status 1)" % missing in str(ei.value)
+    assert "No such file or directory" in str(ei.value)
+    assert isinstance(ei.value, HypervisorError)
+
+
+def test_run_local_missing_program():
+    with pytest.raises(CommandError, match="could not run"):
+        virt.run_local(["/nonexistent/qemu-img", "info"])
+
+
+def test_create_cow_disk_over_missing_base(tmp_path):
+    with pytest.raises(CommandError, match="Could not open"):
+        virt.create_cow_disk(str(tmp_path / "n.qcow2"), str(tmp_path / "nobase.img"), 1)
+    assert not (tmp_path / "n.qcow2").exists()

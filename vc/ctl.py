@@ -1,0 +1,517 @@
+"""Start and stop a virtual cluster: the orchestrator behind ``vc_ctl.py start|stop`` and the tick.
+
+A start or a stop is a list of steps. Each step is idempotent (what exists is kept, what is gone
+counts as done), writes one event when it completes, and the reservation's state says which list
+is under way (``starting`` / ``stopping``). So a run that dies at any point — an exception, a
+SIGKILL, a host reboot — is finished by running the same command again, and ``stop`` cleans up
+from any point. A failing step leaves the cluster ``failed`` with the error on the reservation.
+
+Start (the original order, see README): allocate addresses and place the nodes (one transaction
+with the move to ``starting``) → write the insert-ethers dump → create the cluster network on each
+host it uses → register the dump (rows, DHCP host entries, hosts file) → copy-on-write disks →
+boot the gateway(s), then all computes in parallel → ``running``.
+
+Stop: ACPI shutdown of all nodes in parallel → wait → destroy what still runs → undefine →
+remove disks and console logs → unregister → remove the networks → release the addresses →
+``stopped`` (then deleted, when a delete was requested).
+"""
+
+import fcntl
+import logging
+import os
+import re
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional
+
+from vc import addresses, network, register, reservations, states, timeutil
+from vc.db import aware_utc, naive_utc
+from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec
+from vc.errors import InvalidTransition, VcError
+
+LOG = logging.getLogger(__name__)
+
+START_STEPS = ("allocate", "dump", "network", "register", "disks", "boot_gateways",
+               "boot_computes")
+STOP_STEPS = ("shutdown", "undefine", "disks", "unregister", "network", "release")
+
+
+class ClusterError(VcError):
+    """A start or stop step failed; the cluster is left ``failed`` with this message."""
+
+
+class DhcpRouter:
+    """The registrar's DHCP seam: each node's host entry goes to the cluster network on the
+    physical host the node is placed on."""
+
+    def __init__(self, ctl, plan):
+        self.ctl, self.by_mac = ctl, {n.mac: n.host for n in plan.nodes}
+
+    def _host(self, mac):
+        return self.ctl.host(self.by_mac.get(mac) or self.ctl.cfg.hosts[0].name)
+
+    def add_dhcp_host(self, network_name, mac, ip, name) -> bool:
+        return self._host(mac).add_dhcp_host(network_name, DhcpHost(mac, ip, name))
+
+    def remove_dhcp_host(self, network_name, mac, ip, name) -> bool:
+        host = self._host(mac)
+        if not host.network_exists(network_name):
+            return False
+        return host.remove_dhcp_host(network_name, DhcpHost(mac, ip, name))
+
+
+class Ctl:
+    """Orchestrates one cluster at a time.
+
+    :param cfg: the configuration.
+    :param db: a :class:`vc.db.Database`.
+    :param open_host: ``open_host(name, uri) -> vc.virt.Host`` (tests pass test-driver hosts).
+    :param execute: ``execute(argv) -> str`` for local commands (qemu-img; insert-ethers).
+    :param clock: returns the current aware UTC time.
+    :param progress: ``progress(message)``, called once per node and step.
+    :param actor: who is acting, for the event log.
+    """
+
+    def __init__(self, cfg, db, open_host=None, execute=None, clock=timeutil.utcnow,
+                 progress: Optional[Callable[[str], None]] = None, actor="vc_ctl", networks=None,
+                 registrar=None):
+        from vc import virt
+
+        self.cfg, self.db = cfg, db
+        self._open_host = open_host or (lambda name, uri: virt.Host(uri, name=name))
+        self.execute = execute or virt.run_local
+        self.clock = clock
+        self.progress = progress or (lambda msg: LOG.info("%s", msg))
+        self.actor = actor
+        self.networks = networks or network.LibvirtNetworks()
+        self._registrar = registrar
+        self._hosts: Dict[str, object] = {}
+        self._hosts_lock = threading.Lock()
+        # test hook: die (SIGKILL) right after this step, to prove crash recovery
+        self.crash_after = os.environ.get("VC_CRASH_AFTER")
+
+    # ---------------------------------------------------------------- plumbing
+    def host(self, name):
+        with self._hosts_lock:
+            if name not in self._hosts:
+                uri = next((h.uri for h in self.cfg.hosts if h.name == name), None)
+                if uri is None:
+                    raise ClusterError("node placed on host %r, which is not configured" % name)
+                self._hosts[name] = self._open_host(name, uri)
+            return self._hosts[name]
+
+    def registrar(self, plan=None):
+        if self._registrar is not None:
+            return self._registrar
+        if self.cfg.registrar == "rocks":
+            return register.RocksRegistrar(
+                self.execute, self.cfg.insert_ethers,
+                applied_path=os.path.join(self.cfg.state_dir, "rocks-applied.json"))
+        return register.BuiltinRegistrar(self.db, DhcpRouter(self, plan), self.cfg.hosts_file)
+
+    def domain_name(self, node_name: str) -> str:
+        return "%s-%s" % (self.cfg.name_prefix, node_name)
+
+    def _rack_re(self, rack):
+        return re.compile(r"^%s-[a-z0-9]+-%d-\d+$" % (re.escape(self.cfg.name_prefix), rack))
+
+    def disk_path(self, node_name):
+        return os.path.join(self.cfg.disk_dir, self.domain_name(node_name) + ".qcow2")
+
+    def console_path(self, node_name):
+        return os.path.join(self.cfg.console_dir, self.domain_name(node_name) + ".log")
+
+    def dump_path(self, rack):
+        return os.path.join(self.cfg.state_dir, "dumps", "rack-%d.dump" % rack)
+
+    def _lock(self, rack):
+        """An exclusive per-rack lock file: one process works on a cluster at a time."""
+        d = os.path.join(self.cfg.state_dir, "locks")
+        os.makedirs(d, exist_ok=True)
+        f = open(os.path.join(d, "rack-%d.lock" % rack), "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise VcError("rack %d is being started or stopped by another process" % rack) \
+                from None
+        return f
+
+    def _event(self, rack, reason):
+        st = self.db.transaction(lambda cur: self._state(cur, rack))
+        self.db.transaction(lambda cur: states.event(cur, rack, self.clock(), self.actor, reason,
+                                                     st, st))
+
+    @staticmethod
+    def _state(cur, rack):
+        cur.execute("SELECT state FROM vcregist WHERE rack = %s", (rack,))
+        row = cur.fetchone()
+        return row["state"] if row else None
+
+    def _step_done(self, rack, kind, step, detail=""):
+        self._event(rack, "%s: %s done%s" % (kind, step, (": " + detail) if detail else ""))
+        if self.crash_after == step:  # pragma: no cover - exercised through a subprocess
+            LOG.warning("VC_CRASH_AFTER=%s: killing myself", step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _fail(self, rack, kind, step, err):
+        msg = "%s failed at step %s: %s" % (kind, step, err)
+        now = self.clock()
+
+        def run(cur):
+            row = states.lock(cur, rack)
+            if row["state"] in (states.STARTING, states.STOPPING, states.DELETING):
+                states.transition(cur, row, states.FAILED, now, self.actor, msg, error=msg)
+
+        self.db.transaction(run)
+        return ClusterError(msg)
+
+    # ---------------------------------------------------------------- XML
+    def domain_spec(self, plan, node) -> DomainSpec:
+        net, _ = network.names(self.cfg, plan.rack)
+        cmdline = None
+        if self.cfg.kernel:
+            cmdline = self.cfg.cmdline
+        return DomainSpec(
+            name=self.domain_name(node.name), memory_mb=node.memory_mb, vcpus=node.vcpus,
+            domain_type=self.cfg.domain_type, kernel=self.cfg.kernel, initrd=self.cfg.initrd,
+            cmdline=cmdline, disks=[DiskSpec(self.disk_path(node.name))],
+            interfaces=[InterfaceSpec(mac=node.mac, network=net)],
+            console_log=self.console_path(node.name),
+            metadata={"rack": str(plan.rack), "node": node.name, "appliance": node.appliance})
+
+    def entries(self, plan) -> List[register.NodeEntry]:
+        return [register.NodeEntry(hostname=n.name, rack=plan.rack, rank=n.rank, cpus=n.vcpus,
+                                   appliance=self.cfg.membership(n.appliance), mac=n.mac,
+                                   device="eth0", module="virtio_net", ipaddr=n.ip,
+                                   netmask=plan.netmask)
+                for n in plan.nodes]
+
+    def dump_text(self, plan) -> str:
+        argv0 = self.cfg.insert_ethers if self.cfg.registrar == "rocks" else "insert-ethers"
+        return register.dump(self.entries(plan), argv0)
+
+    # ---------------------------------------------------------------- start
+    def _begin_start(self, rack, now):
+        """Move to ``starting`` and allocate, in one transaction. Returns (plan, resumed)."""
+
+        def run(cur):
+            reservations._lock_admission(cur)
+            row = states.lock(cur, rack)
+            st = row["state"]
+            if row["pending"] == "delete":
+                raise InvalidTransition(rack=rack, state=st + " (delete pending)",
+                                        action="start it")
+            if st == states.RUNNING:
+                return None, "running"
+            if st not in (states.RESERVED, states.FAILED, states.STARTING):
+                raise InvalidTransition(rack=rack, state=st, action="start it")
+            start, end = aware_utc(row["start_at"]), aware_utc(row["end_at"])
+            if end <= now:
+                raise VcError("reservation %d ended at %s: nothing to start" % (
+                    rack, timeutil.show(end, self.cfg.tzinfo())))
+            res = reservations._resources(cur, rack)
+            if start > now:
+                # forced early: the time before the reserved start needs capacity too
+                reservations.admit(self.cfg, cur, now, start, res, now, exclude_rack=rack)
+                cur.execute("UPDATE vcregist SET start_at = %s WHERE rack = %s",
+                            (naive_utc(now), rack))
+            if st != states.STARTING:
+                states.transition(cur, row, states.STARTING, now, self.actor,
+                                  "start" if st == states.RESERVED else "retry start after: %s"
+                                  % (row["error"] or "failure"))
+            plan = addresses.allocate(self.cfg, cur, rack, res, now)
+            return plan, st
+
+        return self.db.transaction(run)
+
+    def start(self, rack: int) -> dict:
+        """Start a cluster (or finish a start that was interrupted). Returns a summary."""
+        lock = self._lock(rack)
+        try:
+            return self._start(rack)
+        finally:
+            lock.close()
+
+    def _start(self, rack):
+        now = self.clock()
+        step = "allocate"
+        try:
+            plan, was = self._begin_start(rack, now)
+            if plan is None:
+                return {"rack": rack, "state": "running", "changed": False}
+            self.progress("rack %d: %s %s, %d nodes (%s)" % (
+                rack, "resuming start" if was == states.STARTING else "starting", plan.subnet,
+                len(plan.nodes), ", ".join("%s@%s" % (n.name, n.host) for n in plan.nodes)))
+            self._step_done(rack, "start", step, "%s isolation %d" % (plan.subnet,
+                                                                       plan.isolation_id))
+
+            step = "dump"
+            path = self.dump_path(rack)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            register._atomic_write(path, self.dump_text(plan))
+            self._step_done(rack, "start", step, path)
+
+            step = "network"
+            for h in sorted({n.host for n in plan.nodes}):
+                self.networks.ensure(self.cfg, plan, self.host(h))
+            self._step_done(rack, "start", step, network.names(self.cfg, rack)[0])
+
+            step = "register"
+            added = self.registrar(plan).register(self.entries(plan),
+                                                  network.names(self.cfg, rack)[0])
+            self._step_done(rack, "start", step, "%d new" % len(added or []))
+
+            step = "disks"
+            os.makedirs(self.cfg.disk_dir, exist_ok=True)
+            os.makedirs(self.cfg.console_dir, exist_ok=True)
+            from vc import virt
+
+            for n in plan.nodes:
+                virt.create_cow_disk(self.disk_path(n.name), self.cfg.image(n.appliance),
+                                     n.disk_gb, self.execute)
+            self._step_done(rack, "start", step)
+
+            step = "boot_gateways"
+            gws = [n for n in plan.nodes if n.appliance == "gateway"]
+            for n in gws:
+                self._boot(plan, n)
+            self._step_done(rack, "start", step, ", ".join(n.name for n in gws))
+
+            step = "boot_computes"
+            cps = [n for n in plan.nodes if n.appliance != "gateway"]
+            if cps:
+                with ThreadPoolExecutor(max_workers=self.cfg.boot_parallel) as ex:
+                    errors = [f.exception() for f in [ex.submit(self._boot, plan, n)
+                                                      for n in cps]]
+                errors = [e for e in errors if e]
+                if errors:
+                    raise errors[0]
+            self._step_done(rack, "start", step, "%d computes" % len(cps))
+
+            def done(cur):
+                row = states.lock(cur, rack)
+                states.transition(cur, row, states.RUNNING, self.clock(), self.actor,
+                                  "all %d nodes running" % len(plan.nodes))
+
+            self.db.transaction(done)
+            self.progress("rack %d: running" % rack)
+            return {"rack": rack, "state": "running", "changed": True,
+                    "nodes": [vars(n) for n in plan.nodes]}
+        except InvalidTransition:
+            raise
+        except Exception as e:
+            if step == "allocate":
+                raise  # nothing started: the transaction rolled back, the state is unchanged
+            LOG.exception("rack %d: start failed at %s", rack, step)
+            raise self._fail(rack, "start", step, e) from e
+
+    def _set_node(self, rack, name, state):
+        self.db.transaction(lambda cur: cur.execute(
+            "UPDATE vcnode SET state = %s, updated_at = %s WHERE rack = %s AND name = %s",
+            (state, naive_utc(self.clock()), rack, name)))
+
+    def _boot(self, plan, node):
+        """Define and start one node; wait until it runs (one retry: destroy, start again)."""
+        host = self.host(node.host)
+        spec = self.domain_spec(plan, node)
+        host.define(spec)
+        for attempt in (1, 2):
+            if attempt == 2:
+                host.destroy(spec.name)
+            if host.state(spec.name) != "running":
+                host.start(spec.name)
+            if host.wait_state(spec.name, "running", self.cfg.boot_timeout):
+                self._set_node(plan.rack, node.name, "running")
+                self.progress("rack %d: %s running on %s (%s, %s)" % (
+                    plan.rack, node.name, node.host, node.mac, node.ip))
+                return
+            LOG.warning("rack %d: %s not running after %ss (attempt %d)", plan.rack, node.name,
+                        self.cfg.boot_timeout, attempt)
+        raise ClusterError("%s did not reach running on %s within %ds (twice)" % (
+            node.name, node.host, self.cfg.boot_timeout))
+
+    # ---------------------------------------------------------------- stop
+    def stop(self, rack: int, reason: str = "stop") -> dict:
+        """Stop a cluster and remove every trace (or finish an interrupted stop)."""
+        lock = self._lock(rack)
+        try:
+            return self._stop(rack, reason)
+        finally:
+            lock.close()
+
+    def _begin_stop(self, rack, now, reason):
+        def run(cur):
+            row = states.lock(cur, rack)
+            st = row["state"]
+            if aware_utc(row["end_at"]) > now:
+                # a forced stop ends the reservation, or the tick would start it again
+                cur.execute("UPDATE vcregist SET end_at = %s WHERE rack = %s",
+                            (naive_utc(now), rack))
+            if st == states.RESERVED:
+                states.transition(cur, row, states.STOPPED, now, self.actor,
+                                  "stopped before it started")
+                return "cancelled", row["pending"]
+            if st in (states.RUNNING, states.STARTING, states.FAILED):
+                states.transition(cur, row, states.STOPPING, now, self.actor, reason)
+            elif st not in (states.STOPPING, states.STOPPED):
+                raise InvalidTransition(rack=rack, state=st, action="stop it")
+            return st, row["pending"]
+
+        return self.db.transaction(run)
+
+    def _stop(self, rack, reason):
+        now = self.clock()
+        was, pending = self._begin_stop(rack, now, reason)
+        if was == "cancelled":
+            if pending == "delete":
+                self._finish_delete(rack)
+            return {"rack": rack, "state": "stopped", "changed": True}
+        plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
+        nodes = plan.nodes if plan else []
+        self.progress("rack %d: stopping %d nodes" % (rack, len(nodes)))
+        step = "shutdown"
+        try:
+            doms = self._find_domains(rack, nodes)  # [(host, domain name)]
+            self._shutdown_all(rack, doms)
+            self._step_done(rack, "stop", step, "%d domains" % len(doms))
+
+            step = "undefine"
+            for h, d in doms:
+                h.undefine(d)
+            self._step_done(rack, "stop", step)
+
+            step = "disks"
+            for n in nodes:
+                for p in (self.disk_path(n.name), self.console_path(n.name)):
+                    if os.path.exists(p):
+                        os.unlink(p)
+            for d in (self.cfg.disk_dir, self.cfg.console_dir):
+                for f in os.listdir(d) if os.path.isdir(d) else ():
+                    if self._rack_re(rack).match(f.rsplit(".", 1)[0]):
+                        os.unlink(os.path.join(d, f))
+            self._step_done(rack, "stop", step)
+
+            step = "unregister"
+            if plan:
+                self.registrar(plan).unregister(self.entries(plan),
+                                                network.names(self.cfg, rack)[0])
+            self._step_done(rack, "stop", step)
+
+            step = "network"
+            for h in self.cfg.hosts:
+                self.networks.remove(self.cfg, rack, self.host(h.name))
+            self._step_done(rack, "stop", step)
+
+            step = "release"
+
+            def release(cur):
+                row = states.lock(cur, rack)
+                addresses.release(cur, rack)
+                if row["state"] != states.STOPPED:
+                    if row["state"] == states.FAILED:  # a failed stop being retried
+                        states.transition(cur, row, states.STOPPING, self.clock(), self.actor,
+                                          "retry stop")
+                    states.transition(cur, row, states.STOPPED, self.clock(), self.actor,
+                                      "all nodes removed, addresses released")
+
+            self.db.transaction(release)
+            if os.path.exists(self.dump_path(rack)):
+                os.unlink(self.dump_path(rack))
+        except Exception as e:
+            LOG.exception("rack %d: stop failed at %s", rack, step)
+            raise self._fail(rack, "stop", step, e) from e
+        self.progress("rack %d: stopped" % rack)
+        if pending == "delete":
+            self._finish_delete(rack)
+            return {"rack": rack, "state": "deleted", "changed": True}
+        return {"rack": rack, "state": "stopped", "changed": True}
+
+    def _finish_delete(self, rack):
+        def run(cur):
+            row = states.lock(cur, rack)
+            states.transition(cur, row, states.DELETING, self.clock(), self.actor,
+                              "delete requested earlier")
+            states.transition(cur, row, states.DELETED, self.clock(), self.actor, "deleted")
+
+        self.db.transaction(run)
+        self.progress("rack %d: deleted" % rack)
+
+    def _find_domains(self, rack, nodes):
+        """The cluster's domains: those its node rows name, plus any other domain on any host
+        whose name says it belongs to this rack (a crash can leave one behind)."""
+        found = []
+        rx = self._rack_re(rack)
+        for h in self.cfg.hosts:
+            host = self.host(h.name)
+            for d in host.list_domains(self.cfg.name_prefix + "-"):
+                if rx.match(d):
+                    found.append((host, d))
+        return found
+
+    def _shutdown_all(self, rack, doms):
+        """ACPI shutdown in parallel, wait up to shutdown_timeout, then destroy what runs."""
+
+        def one(hd):
+            h, d = hd
+            if h.state(d) in ("running", "paused", "other"):
+                h.shutdown(d)
+                if not h.wait_state(d, "shutoff", self.cfg.shutdown_timeout):
+                    LOG.warning("rack %d: %s ignored ACPI shutdown for %ss: destroying", rack, d,
+                                self.cfg.shutdown_timeout)
+                    h.destroy(d)
+            elif h.state(d) != "absent":
+                h.destroy(d)
+            self.progress("rack %d: %s off" % (rack, d))
+
+        if doms:
+            with ThreadPoolExecutor(max_workers=max(1, min(32, len(doms)))) as ex:
+                errors = [f.exception() for f in [ex.submit(one, hd) for hd in doms]]
+            errors = [e for e in errors if e]
+            if errors:
+                raise errors[0]
+
+    # ---------------------------------------------------------------- reading
+    def status(self, rack: Optional[int] = None) -> List[dict]:
+        """Per node: name, appliance, MAC, IP, host and the libvirt state now."""
+
+        def run(cur):
+            sql = ("SELECT n.rack, n.name, n.appliance, n.`rank`, n.mac, n.ip, n.public_ip, "
+                   "n.host, n.state AS recorded, r.state AS cluster FROM vcnode n JOIN vcregist "
+                   "r ON r.rack = n.rack")
+            if rack is not None:
+                cur.execute(sql + " WHERE n.rack = %s ORDER BY n.appliance = 'compute', "
+                            "n.`rank`", (rack,))
+            else:
+                cur.execute(sql + " ORDER BY n.rack, n.appliance = 'compute', n.`rank`")
+            return list(cur.fetchall())
+
+        if rack is not None:
+            reservations.get(self.db, rack)  # NotFound for an unknown rack
+        rows = self.db.transaction(run)
+        for r in rows:
+            try:
+                r["libvirt"] = self.host(r["host"]).state(self.domain_name(r["name"]))
+            except VcError as e:
+                r["libvirt"] = "unknown (%s)" % e
+        return rows
+
+    def plan_preview(self, rack):
+        """The plan and domain XML a start would use, changing nothing (``--dry-run``)."""
+
+        def run(cur):
+            res = reservations._resources(cur, rack)
+            return addresses.preview(self.cfg, cur, rack, res)
+
+        reservations.get(self.db, rack)
+        plan = self.db.transaction(run)
+        return plan, [self.domain_spec(plan, n).to_xml() for n in plan.nodes]
+
+    def dump(self, rack) -> str:
+        plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
+        if plan is None:
+            reservations.get(self.db, rack)
+            raise VcError("rack %d has no addresses (not started)" % rack)
+        return self.dump_text(plan)
+

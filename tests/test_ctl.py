@@ -259,7 +259,8 @@ def test_domain_xml_golden(make, db):
     rack = reserve(cfg, db)
     plan, xmls = c.plan_preview(rack)
     text = xmls[0].replace("gateway-%d-0" % rack, "gateway-R-0").replace(
-        "rack=\"%d\"" % rack, "rack=\"R\"").replace(cfg.state_dir, "/STATE")
+        "rack=\"%d\"" % rack, "rack=\"R\"").replace("vt-net%d" % rack, "vt-netR").replace(
+        cfg.state_dir, "/STATE")
     path = os.path.join(GOLDEN, "ctl-gateway.xml")
     if os.environ.get("VC_REGENERATE_GOLDEN") or not os.path.exists(path):
         open(path, "w").write(text)

@@ -305,6 +305,8 @@ def test_open_failure():
 
 def make_libvirt_error(code, msg="fake failure", domain=libvirt.VIR_FROM_QEMU):
     """A libvirtError shaped like a real one (Nova's make_libvirtError)."""
+    # libvirtError() adopts the thread's last libvirt error (from an earlier test) as its text
+    libvirt.virResetLastError()
     e = libvirt.libvirtError(msg)
     e.err = (code, domain, msg, libvirt.VIR_ERR_ERROR, "", None, None, -1, -1)
     return e
@@ -392,7 +394,7 @@ def fake_host(conn):
 def test_fake_error_is_real_shaped():
     e = make_libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, "Domain not found")
     assert e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
-    assert e.get_error_message() == "Domain not found"
+    assert e.get_error_message() == str(e) == "Domain not found"
 
 
 def test_no_domain_means_already_gone():

@@ -419,6 +419,7 @@ class Ctl:
             self.db.transaction(release)
             if os.path.exists(self.dump_path(rack)):
                 os.unlink(self.dump_path(rack))
+            self._step_done(rack, "stop", step)
         except Exception as e:
             LOG.exception("rack %d: stop failed at %s", rack, step)
             raise self._fail(rack, "stop", step, e) from e

@@ -7,7 +7,7 @@ This module never imports libvirt: :mod:`vc.virt` feeds the XML to it.
 
 VC marks its own domains with one element in its namespace inside ``<metadata>``::
 
-    <metadata><vc:node xmlns:vc="https://vc.example.org/xmlns/vc/1" rack="3" node="c3-0"/></metadata>
+    <metadata><vc:node xmlns:vc="https://vc.example.org/xmlns/vc/1" rack="3" node="n"/></metadata>
 
 :func:`domain_metadata` reads it back, and :func:`domain_fingerprint` reduces a domain XML to the
 parts VC controls so that VC's XML and libvirt's re-formatted copy of it compare equal.

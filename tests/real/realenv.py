@@ -1,0 +1,112 @@
+"""The real tier: libvirtd + QEMU on this machine, the tiny guest from tools/make-guest.sh.
+
+``make test`` starts libvirtd (tools/virt.sh) and builds the guest into var/guest first. When
+either is missing these fixtures FAIL: the real tier never passes by skipping.
+Every domain, network and bridge a test makes carries a per-run prefix and is removed by it.
+"""
+
+import os
+import re
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import BASE_CONF, ROOT, VAR, db_overrides, write_conf
+
+GUEST = os.environ.get("VC_GUEST_DIR", os.path.join(VAR, "guest"))
+CTL = os.path.join(ROOT, "sbin", "vc_ctl.py")
+
+
+def virsh(*args):
+    return subprocess.run(["virsh", "-q", "-c", "qemu:///system"] + list(args),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    r = virsh("uri")
+    if r.returncode:
+        pytest.fail("libvirtd does not answer on qemu:///system (make test starts it with "
+                    "tools/virt.sh start): %s" % r.stderr.strip())
+    for f in ("vmlinux", "initrd.img"):
+        if not os.path.exists(os.path.join(GUEST, f)):
+            pytest.fail("test guest missing: %s (make test builds it with tools/make-guest.sh)"
+                        % os.path.join(GUEST, f))
+    return True
+
+
+class RealEnv:
+    def __init__(self, tmp, migrated, prefix, pool):
+        self.prefix = prefix
+        self.state = os.path.join(tmp, "state")
+        os.makedirs(os.path.join(self.state, "images"), exist_ok=True)
+        self.base = os.path.join(self.state, "images", "base.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", self.base, "64M"], check=True)
+        data = {s: dict(v) for s, v in BASE_CONF.items()}
+        data.update(db_overrides(migrated))
+        data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "4096", "vcpus": "16"}
+        data["addresses"]["private_pool"] = pool
+        data["limits"]["max_vcpus"] = "4"
+        self.log = os.path.join(tmp, "vc.log")
+        data["site"] = {"timezone": "UTC", "state_dir": self.state, "log_file": self.log}
+        data["virt"] = {"name_prefix": prefix, "kernel": os.path.join(GUEST, "vmlinux"),
+                        "initrd": os.path.join(GUEST, "initrd.img"), "boot_timeout": "60",
+                        "shutdown_timeout": "20"}
+        self.conf = os.path.join(tmp, "vc.conf")
+        write_conf(self.conf, data)
+
+    def ctl(self, *args, env=None, timeout=300):
+        e = dict(os.environ, VC_CONFIG=self.conf)
+        e.update(env or {})
+        return subprocess.run(["/usr/bin/python3", CTL] + list(args), env=e,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def console(self, node):
+        p = os.path.join(self.state, "console", "%s-%s.log" % (self.prefix, node))
+        try:
+            with open(p, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_ip(self, node, timeout=120):
+        """The guest's own report of its DHCP address and host name: (ip, hostname)."""
+        rx = re.compile(r"VC-IP eth0 (\S+) hostname=(\S*)")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            m = rx.search(self.console(node))
+            if m:
+                return m.group(1), m.group(2)
+            time.sleep(0.2)
+        raise AssertionError("%s printed no VC-IP line in %ds; console:\n%s"
+                             % (node, timeout, self.console(node)[-2000:]))
+
+    def traces(self):
+        """Everything of this run's prefix left on the machine."""
+        doms = [d for d in virsh("list", "--all", "--name").stdout.split()
+                if d.startswith(self.prefix + "-")]
+        nets = [n for n in virsh("net-list", "--all", "--name").stdout.split()
+                if n.startswith(self.prefix + "-")]
+        links = [ln.split(":")[1].strip().split("@")[0] for ln in subprocess.run(
+            ["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()]
+        bridges = [b for b in links if b.startswith(self.prefix + "br")]
+        disks = sorted(os.listdir(os.path.join(self.state, "disks"))) if os.path.isdir(
+            os.path.join(self.state, "disks")) else []
+        return {"domains": doms, "networks": nets, "bridges": bridges, "disks": disks}
+
+    def cleanup(self):
+        for d in self.traces()["domains"]:
+            virsh("destroy", d)
+            virsh("undefine", d)
+        for n in self.traces()["networks"]:
+            virsh("net-destroy", n)
+            virsh("net-undefine", n)
+
+
+@pytest.fixture
+def real(libvirtd, migrated, db, tmp_path):
+    env = RealEnv(str(tmp_path), migrated, "t" + uuid.uuid4().hex[:5], "10.213.0.0/16")
+    yield env
+    env.cleanup()

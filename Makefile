@@ -14,6 +14,8 @@ install:
 
 services: install
 	@bash tools/stack.sh db-start
+	@bash tools/virt.sh start
+	@bash tools/make-guest.sh $(VAR)/guest
 
 config: services
 	@bash tools/write-config.sh $(VAR)/vc.conf
@@ -26,10 +28,13 @@ test: services
 	@VC_VAR=$(VAR) $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
 
 stop:
+	@bash tools/demo.sh --stop-clusters
 	@bash tools/stack.sh db-stop
+	@bash tools/virt.sh stop
 
 status:
 	@bash tools/stack.sh status
+	@bash tools/virt.sh status
 
 lint:
 	@$(PY) -m ruff check vc sbin tests bench

@@ -1,18 +1,42 @@
 #!/bin/bash
 # tools/demo.sh — what `make demo` shows once the services run: book a sample cluster with the CLI
-# (only when none exists yet) and print how to go on.
+# (only when no live one exists), start it on the real libvirt/QEMU, and print how to go on.
+# (The once-a-minute tick that starts and stops reservations by the clock arrives with vc_cron.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CTL="$ROOT/sbin/vc_ctl.py"
-if [ -z "$("$CTL" list --json | tr -d '[:space:]' | sed 's/^\[\]$//')" ]; then
-  "$CTL" reserve --start now+2m --end now+1h --gateways 1 --computes 2 --comment "make demo sample"
+if [ "${1:-}" = --stop-clusters ]; then
+  # `make stop`: no QEMU guest outlives the demo; each cluster is stopped the normal way
+  [ -S "${VC_VAR:-$ROOT/var}/db/mysqld.sock" ] && [ -f "${VC_VAR:-$ROOT/var}/vc.conf" ] || exit 0
+  export VC_CONFIG=${VC_CONFIG:-${VC_VAR:-$ROOT/var}/vc.conf}
+  for rack in $("$CTL" list --json 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+print(" ".join(str(r["rack"]) for r in json.load(sys.stdin)
+               if r["state"] in ("starting", "running", "stopping", "failed")))' || true); do
+    "$CTL" stop "$rack" || true
+  done
+  exit 0
 fi
+live=$("$CTL" list --json | /usr/bin/python3 -c '
+import json, sys
+rows = [r for r in json.load(sys.stdin) if r["state"] not in ("stopped",)]
+print(rows[0]["rack"] if rows else "")')
+if [ -z "$live" ]; then
+  "$CTL" reserve --start now --end now+1h --gateways 1 --computes 2 --comment "make demo sample"
+  live=$("$CTL" list --json | /usr/bin/python3 -c '
+import json, sys; print([r["rack"] for r in json.load(sys.stdin) if r["state"] == "reserved"][-1])')
+fi
+"$CTL" start "$live"
 "$CTL" list
+"$CTL" status "$live"
 cat <<MSG
 
-VC demo is running (private MariaDB under $ROOT/var, configuration $VC_CONFIG).
-  export VC_CONFIG=$VC_CONFIG     # optional from this checkout: vc_ctl.py finds var/vc.conf itself
+VC demo is running: private MariaDB and libvirtd under $ROOT/var, configuration $VC_CONFIG.
+Rack $live is a real cluster of QEMU guests; each prints its DHCP address on its console:
+  grep VC-IP $ROOT/var/state/console/*.log
+Try (vc_ctl.py finds var/vc.conf itself in this checkout; or export VC_CONFIG=$VC_CONFIG):
   ./sbin/vc_ctl.py reserve --start now --end now+2h --gateways 1 --computes 2
-  ./sbin/vc_ctl.py list | show RACK | extend RACK --end now+3h | delete RACK   (add --json)
-Stop everything it started: make stop
+  ./sbin/vc_ctl.py start RACK | status RACK | dump RACK | stop RACK     (add --json)
+  ./sbin/vc_ctl.py list | show RACK | extend RACK --end now+3h | delete RACK
+Stop everything it started: make stop   (stop the clusters first: ./sbin/vc_ctl.py stop RACK)
 MSG

@@ -5,10 +5,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VAR=${VC_VAR:-$ROOT/var}
 OUT=${1:-$VAR/vc.conf}
+mkdir -p "$VAR/state/images" "$VAR/log"
+# the nodes' copy-on-write disks are overlays of this (empty) base image
+[ -f "$VAR/state/images/base.qcow2" ] || qemu-img create -q -f qcow2 "$VAR/state/images/base.qcow2" 256M
 [ -s "$OUT" ] && { echo "config: keeping $OUT" >&2; exit 0; }
 # shellcheck disable=SC1091
 . "$VAR/db.env"
-mkdir -p "$VAR/state" "$VAR/log"
 umask 077
 cat >"$OUT" <<CONF
 # VC demo configuration, written by 'make demo' (tools/write-config.sh).
@@ -53,5 +55,18 @@ timezone = UTC
 admins = root
 state_dir = $VAR/state
 log_file = $VAR/log/vc.log
+
+[virt]
+# emulation: /dev/kvm on these machines cannot run stock kernels (set kvm on a real host)
+domain_type = qemu
+name_prefix = vc
+# the tiny guest tools/make-guest.sh builds: prints its DHCP address on the serial console
+kernel = $VAR/guest/vmlinux
+initrd = $VAR/guest/initrd.img
+boot_timeout = 60
+shutdown_timeout = 20
+
+[register]
+registrar = builtin
 CONF
 echo "config: wrote $OUT" >&2

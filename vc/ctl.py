@@ -283,7 +283,7 @@ class Ctl:
             cps = [n for n in plan.nodes if n.appliance != "gateway"]
             if cps:
                 with ThreadPoolExecutor(max_workers=self.cfg.boot_parallel) as ex:
-                    errors = [f.exception() for f in [ex.submit(self._boot, plan, n)
+                    errors = [f.exception() for f in [ex.submit(self._boot, plan, n, True)
                                                       for n in cps]]
                 errors = [e for e in errors if e]
                 if errors:
@@ -312,9 +312,23 @@ class Ctl:
             "UPDATE vcnode SET state = %s, updated_at = %s WHERE rack = %s AND name = %s",
             (state, naive_utc(self.clock()), rack, name)))
 
-    def _boot(self, plan, node):
-        """Define and start one node; wait until it runs (one retry: destroy, start again)."""
-        host = self.host(node.host)
+    def _boot(self, plan, node, own_connection=False):
+        """Define and start one node; wait until it runs (one retry: destroy, start again).
+
+        :param own_connection: use a connection of its own (parallel boots: libvirtd serves at
+            most ``max_client_requests`` (5) calls of one connection at a time).
+        """
+        uri = next((h.uri for h in self.cfg.hosts if h.name == node.host), "")
+        # (the test driver keeps its state per connection: it must share the one connection)
+        if own_connection and not uri.startswith("test:"):
+            host = self._open_host(node.host, uri)
+            try:
+                return self._boot_on(host, plan, node)
+            finally:
+                getattr(host, "close", lambda: None)()
+        return self._boot_on(self.host(node.host), plan, node)
+
+    def _boot_on(self, host, plan, node):
         spec = self.domain_spec(plan, node)
         host.define(spec)
         for attempt in (1, 2):

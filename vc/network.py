@@ -8,7 +8,7 @@ host entries, no dynamic range, so an unregistered MAC gets no address). The iso
 
 import logging
 
-from vc.domainxml import NetworkSpec
+from vc.domainxml import DhcpHost, NetworkSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -18,17 +18,23 @@ def names(cfg, rack: int):
     return "%s-net%d" % (cfg.name_prefix, rack), "%sbr%d" % (cfg.name_prefix, rack)
 
 
-def spec(cfg, plan) -> NetworkSpec:
+def spec(cfg, plan, host_name=None) -> NetworkSpec:
+    """The network of a cluster on one host. A network created now already carries the DHCP
+    host entries of the nodes placed on that host: one define instead of one
+    ``virNetworkUpdate`` (0.2 s, a dnsmasq reload) per node. The registrar then finds them in
+    place; on a network that already exists it adds what is missing with ``virNetworkUpdate``."""
     net, bridge = names(cfg, plan.rack)
+    hosts = [DhcpHost(n.mac, n.ip, n.name) for n in plan.nodes
+             if host_name is not None and n.host == host_name]
     return NetworkSpec(name=net, bridge=bridge, address=plan.bridge_ip,
-                       prefix=plan.subnet.prefixlen)
+                       prefix=plan.subnet.prefixlen, hosts=hosts)
 
 
 class LibvirtNetworks:
     """Backend ``libvirt``: ensure/remove the cluster's libvirt network on one host."""
 
     def ensure(self, cfg, plan, host) -> bool:
-        return host.ensure_network(spec(cfg, plan))
+        return host.ensure_network(spec(cfg, plan, host.name))
 
     def remove(self, cfg, rack: int, host) -> bool:
         return host.remove_network(names(cfg, rack)[0])

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Wall time of ``vc_ctl start`` for 1 gateway + 1, 4 and 8 computes.
+
+- real QEMU (qemu:///system, the tiny guest from var/guest), computes booted in parallel and
+  serially: time to all domains running, and to all guests addressed (their console prints the
+  DHCP address VC gave them); the ratio t(8)/t(1);
+- libvirt's test driver (no guest, no qemu-img): VC's own cost per node.
+
+Needs the project's services (``make services``). Uses a throw-away database and name prefix.
+
+    .venv/bin/python bench/cluster_start.py [--sizes 1,4,8] [--skip-serial]
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from conftest import VAR, db_env, make_cfg  # noqa: E402
+from vc import ctl as vctl  # noqa: E402
+from vc import reservations as R  # noqa: E402
+from vc import timeutil  # noqa: E402
+from vc.db import Database  # noqa: E402
+
+GUEST = os.path.join(VAR, "guest")
+TESTNODE = "test://" + os.path.join(ROOT, "tests", "data", "testnode.xml")
+IP_RE = re.compile(r"VC-IP eth0 (\S+) hostname=(\S+)")
+
+
+def fake_exec(argv):
+    if argv[:2] == ["qemu-img", "info"]:
+        return json.dumps({"format": "qcow2"})
+    return ""
+
+
+def setup(dbname, state, real, parallel):
+    env = db_env()
+    over = {"database": {"unix_socket": env["VC_DB_SOCKET"], "user": env["VC_DB_USER"],
+                         "password": env["VC_DB_PASSWORD"], "name": dbname},
+            "host:h1": {"uri": "qemu:///system" if real else TESTNODE, "memory_mb": "8192",
+                        "vcpus": "32"},
+            "addresses": {"private_pool": "10.214.0.0/16"},
+            "limits": {"max_nodes": "16", "max_gateways": "1"},
+            "site": {"state_dir": state, "timezone": "UTC"},
+            "virt": {"name_prefix": "vb" + uuid.uuid4().hex[:4], "boot_parallel": str(parallel),
+                     "shutdown_timeout": "20"}}
+    if real:
+        over["virt"].update(kernel=os.path.join(GUEST, "vmlinux"),
+                            initrd=os.path.join(GUEST, "initrd.img"))
+    cfg = make_cfg(over)
+    os.makedirs(os.path.dirname(cfg.gateway_image), exist_ok=True)
+    if real and not os.path.exists(cfg.gateway_image):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cfg.gateway_image, "64M"],
+                       check=True)
+    return cfg
+
+
+def one(cfg, db, computes, real):
+    now = timeutil.utcnow()
+    rack = R.create(cfg, db, {"owner": "bench", "start": "now", "end": "now+1h",
+                              "gateways": "1", "computes": str(computes),
+                              "memory_mb": "128", "disk_gb": "1"}, now)
+    c = vctl.Ctl(cfg, db, execute=None if real else fake_exec, actor="bench")
+    t0 = time.perf_counter()
+    c.start(rack)
+    t_run = time.perf_counter() - t0
+    t_addr = None
+    if real:
+        names = [n["name"] for n in db.query("SELECT name FROM vcnode WHERE rack=%s", (rack,))]
+        pending = set(names)
+        deadline = time.monotonic() + 300
+        while pending and time.monotonic() < deadline:
+            for n in list(pending):
+                try:
+                    if IP_RE.search(open(c.console_path(n), errors="replace").read()):
+                        pending.discard(n)
+                except FileNotFoundError:
+                    pass
+            time.sleep(0.05)
+        t_addr = time.perf_counter() - t0 if not pending else float("nan")
+    t1 = time.perf_counter()
+    c.stop(rack)
+    t_stop = time.perf_counter() - t1
+    return t_run, t_addr, t_stop
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,4,8")
+    ap.add_argument("--skip-serial", action="store_true")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    env = db_env()
+    dbname = "vctest_bench_%s" % uuid.uuid4().hex[:8]
+    sock = env["VC_DB_SOCKET"]
+    subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-e",
+                    "CREATE DATABASE `%s`" % dbname], check=True)
+    state = "/tmp/vc-bench-%s" % uuid.uuid4().hex[:6]
+    try:
+        results = {}
+        modes = [("test driver", False, 8), ("real QEMU, parallel", True, 8)]
+        if not args.skip_serial:
+            modes.append(("real QEMU, serial", True, 1))
+        for label, real, par in modes:
+            cfg = setup(dbname, state, real, par)
+            db = Database(cfg)
+            db.upgrade(timeutil.utcnow())
+            for n in sizes:
+                r = one(cfg, db, n, real)
+                results[(label, n)] = r
+                print("%-22s 1+%d computes: all running %6.2f s%s, stop %5.2f s" % (
+                    label, n, r[0], ", all addressed %6.2f s" % r[1] if real else "", r[2]))
+        lo, hi = min(sizes), max(sizes)
+        for label, real, _ in modes:
+            a, b = results[(label, lo)], results[(label, hi)]
+            line = "%-22s t(%d)/t(%d): running x%.2f" % (label, hi, lo, b[0] / a[0])
+            if real:
+                line += ", addressed x%.2f" % (b[1] / a[1])
+            print(line)
+        per_node = [results[("test driver", n)][0] / (n + 1) for n in sizes]
+        print("VC overhead per node (test driver): %.1f ms (max over sizes)" %
+              (max(per_node) * 1000))
+        if not args.skip_serial:
+            for n in sizes:
+                s, p = results[("real QEMU, serial", n)], results[("real QEMU, parallel", n)]
+                print("serial/parallel 1+%d: running x%.2f, addressed x%.2f"
+                      % (n, s[0] / p[0], s[1] / p[1]))
+    finally:
+        subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-e",
+                        "DROP DATABASE IF EXISTS `%s`" % dbname])
+        subprocess.run(["rm", "-rf", state])
+
+
+if __name__ == "__main__":
+    main()

@@ -87,7 +87,42 @@ def build_parser():
     cmd("dump", "the cluster's insert-ethers dump").add_argument("rack")
     sp = cmd("db", "database schema")
     sp.add_argument("action", choices=["upgrade", "version"])
+    sp = cmd("cron", "install or remove /etc/cron.d/vc (the once-a-minute tick)")
+    sp.add_argument("action", choices=["install", "uninstall", "show"])
+    sp.add_argument("--file", default=CRON_FILE, help="cron file (default %(default)s)")
     return p
+
+
+CRON_FILE = "/etc/cron.d/vc"
+
+
+def cron_line():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = ("VC_CONFIG=%s " % os.environ["VC_CONFIG"]) if os.environ.get("VC_CONFIG") else ""
+    return "* * * * * root %s%s\n" % (env, os.path.join(here, "sbin", "vc_cron.py"))
+
+
+def cron_cmd(args, out):
+    if args.action == "show":
+        out.write(cron_line())
+        return 0
+    if os.geteuid() != 0:
+        raise VcError("cron %s: only root may change %s" % (args.action, args.file))
+    if args.action == "install":
+        tmp = args.file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("# VC: start and stop reserved virtual clusters on time (vc_ctl.py cron)\n")
+            f.write(cron_line())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, args.file)
+        out.write("installed %s: %s" % (args.file, cron_line()))
+    else:
+        try:
+            os.unlink(args.file)
+            out.write("removed %s\n" % args.file)
+        except FileNotFoundError:
+            out.write("%s was not installed\n" % args.file)
+    return 0
 
 
 def rack_arg(s):
@@ -179,6 +214,8 @@ def run(argv, now=None, out=None, cfg=None):
             emit_json({"version": v}, out) if args.json else out.write("%d\n" % v)
         return 0
 
+    if args.cmd == "cron":
+        return cron_cmd(args, out)
     db.check_schema()
     if args.cmd == "reserve":
         fields = {k: v for k, v in vars(args).items() if v is not None}
@@ -286,9 +323,19 @@ def dry_run(ctl, cmd, rack, as_json, out):
     return 0
 
 
-def setup_logging(cfg):
+def setup_logging(cfg, quiet=False, verbose=False):
+    """Log to ``[site] log_file``; without one, to syslog when ``quiet`` (cron mails whatever
+    reaches stdout/stderr), else warnings to stderr."""
     root = logging.getLogger()
     if root.handlers:
+        return
+    if not cfg.log_file and quiet and os.path.exists("/dev/log"):
+        from logging.handlers import SysLogHandler
+
+        h = SysLogHandler(address="/dev/log")
+        h.setFormatter(logging.Formatter("vc[%(process)d]: %(name)s %(levelname)s %(message)s"))
+        root.addHandler(h)
+        root.setLevel(logging.DEBUG if verbose else logging.INFO)
         return
     if cfg.log_file:
         try:
@@ -298,7 +345,7 @@ def setup_logging(cfg):
         h.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s "
                                          "%(message)s"))
         root.addHandler(h)
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.DEBUG if verbose else logging.INFO)
     else:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
@@ -319,4 +366,60 @@ def main(argv=None):
     except Exception:  # a bug: keep the traceback in the log, give the user one line
         LOG.exception("unexpected error")
         sys.stderr.write("%s: internal error (see the log; this is a bug)\n" % PROG)
+        return 1
+
+
+# ---------------------------------------------------------------------------- vc_cron.py
+def cron_parser():
+    p = Parser(prog="vc_cron.py", description="One tick: start and stop clusters on time. "
+               "Run every minute from cron; logs to [site] log_file (or syslog), not stdout.")
+    p.add_argument("--now", help="act as if it were this time (ISO 8601); no look-ahead")
+    p.add_argument("--dry-run", action="store_true", help="print what it would do, change nothing")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def cron_run(argv, out=None):
+    out = out or sys.stdout
+    args = cron_parser().parse_args(argv)
+    cfg = vconfig.load()
+    setup_logging(cfg, quiet=True, verbose=args.verbose)
+    from vc.db import Database
+    from vc.scheduler import Scheduler
+
+    db = Database(cfg)
+    db.check_schema()
+    clock = timeutil.utcnow
+    if args.now:
+        try:
+            fixed = timeutil.parse(args.now, cfg.tzinfo(), timeutil.utcnow())
+        except ValueError as e:
+            raise UsageError("vc_cron.py: --now: %s" % e) from None
+        clock = lambda: fixed  # noqa: E731
+    from vc.ctl import Ctl
+
+    ctl = Ctl(cfg, db, clock=clock, actor="vc_cron")
+    sched = Scheduler(cfg, db, ctl, clock=clock, lookahead=not args.now,
+                      max_start_retries=cfg.max_start_retries,
+                      ha_max_restarts=cfg.ha_max_restarts, dry_run=args.dry_run)
+    report = sched.tick()
+    if args.dry_run:
+        for a in report.actions:
+            out.write("rack %d: would %s (%s)\n" % (a.rack, a.verb, a.why))
+        if not report.actions:
+            out.write("nothing to do\n")
+    return 0 if all(a.ok for a in report.actions) else 1
+
+
+def cron_main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return cron_run(argv)
+    except VcError as e:
+        LOG.error("%s", e)
+        sys.stderr.write("vc_cron.py: %s\n" % e)
+        return e.exit_code
+    except Exception:
+        LOG.exception("unexpected error in the tick")
+        sys.stderr.write("vc_cron.py: internal error (see the log; this is a bug)\n")
         return 1

@@ -89,6 +89,9 @@ class Config:
     gateway_membership: str
     compute_membership: str
     hosts_file: str
+    # [cron]
+    max_start_retries: int
+    ha_max_restarts: int
 
     # ---------------------------------------------------------------- derived figures
     @property
@@ -319,6 +322,10 @@ SCHEMA = {
         "compute_membership": (_label, "Compute"),
         "hosts_file": (_path, ""),
     },
+    "cron": {
+        "max_start_retries": (_int(0, 100), "5"),
+        "ha_max_restarts": (_int(0, 1000), "3"),
+    },
 }
 HOST_SCHEMA = {
     "uri": (_uri, REQUIRED),
@@ -479,4 +486,6 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
         gateway_membership=v[("register", "gateway_membership")],
         compute_membership=v[("register", "compute_membership")],
         hosts_file=v[("register", "hosts_file")] or os.path.join(state, "hosts"),
+        max_start_retries=v[("cron", "max_start_retries")],
+        ha_max_restarts=v[("cron", "ha_max_restarts")],
     )

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import threading
+from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
@@ -486,6 +487,125 @@ class Ctl:
             errors = [e for e in errors if e]
             if errors:
                 raise errors[0]
+
+    # ---------------------------------------------------------------- HA
+    def reachable(self, host_name) -> bool:
+        """Can we talk to this host's libvirt at all? (Connecting is the probe.)"""
+        try:
+            self.host(host_name).conn
+            return True
+        except VcError:
+            return False
+
+    def _mark_host(self, name, reachable):
+        now = naive_utc(self.clock())
+        h = next((h for h in self.cfg.hosts if h.name == name), None)
+        if h is None:
+            return
+
+        def run(cur):
+            cur.execute("INSERT INTO vchost (name, uri, memory_mb, vcpus, reachable, updated_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+                        "reachable = VALUES(reachable), updated_at = VALUES(updated_at)",
+                        (h.name, h.uri, h.memory_mb, h.vcpus, int(reachable), now))
+
+        self.db.transaction(run)
+
+    def heal(self, rack: int, max_restarts: int = 3) -> List[str]:
+        """Bring every node of a running cluster back to running.
+
+        A node whose domain is not running is started again on its host (its MAC, IP and disk
+        are unchanged), at most ``max_restarts`` times per hour. A node whose host is unreachable
+        is placed on another host with room — never while the old domain might still run: its
+        host must be unreachable (and is marked so), or the old domain must be gone.
+        :returns: what was done, one line per node acted on.
+        """
+        lock = self._lock(rack)
+        try:
+            plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
+            if plan is None:
+                return []
+            done = []
+            down_hosts = {h for h in {n.host for n in plan.nodes} if not self.reachable(h)}
+            for h in down_hosts:
+                self._mark_host(h, False)
+            for node in plan.nodes:
+                msg = self._heal_node(plan, node, node.host in down_hosts, max_restarts)
+                if msg:
+                    done.append(msg)
+            return done
+        finally:
+            lock.close()
+
+    def _restarts_last_hour(self, rack, name):
+        since = naive_utc(self.clock()) - timedelta(hours=1)
+        return self.db.query("SELECT COUNT(*) AS n FROM vcevent WHERE rack = %s AND at > %s AND "
+                             "reason LIKE %s", (rack, since, "ha: restarted %s %%" % name))[0]["n"]
+
+    def _heal_node(self, plan, node, host_down, max_restarts):
+        dom = self.domain_name(node.name)
+        state = None if host_down else self.host(node.host).state(dom)
+        if state == "running":
+            return None
+        n = self._restarts_last_hour(plan.rack, node.name)
+        if n >= max_restarts:
+            LOG.warning("rack %d: %s is %s but was restarted %d times in the last hour: "
+                        "leaving it", plan.rack, node.name, state or "on a dead host", n)
+            return None
+        where = node.host
+        if host_down:
+            where = self._replace(plan, node)
+        else:
+            try:
+                self._boot(plan, node)
+            except VcError as e:
+                # the host refuses: make sure the old domain is gone, then move the node
+                LOG.warning("rack %d: %s cannot start on %s (%s): moving it", plan.rack,
+                            node.name, node.host, e)
+                h = self.host(node.host)
+                h.destroy(dom)
+                h.undefine(dom)
+                if h.state(dom) != "absent":
+                    raise ClusterError("%s: old domain on %s could not be removed; not moving "
+                                       "it" % (node.name, node.host)) from e
+                where = self._replace(plan, node)
+        msg = "ha: restarted %s on %s (was %s)" % (node.name, where,
+                                                   state or "on unreachable host %s" % node.host)
+        self._event(plan.rack, msg)
+        return msg
+
+    def _replace(self, plan, node):
+        """Move a node to another host with room: placement, network, DHCP, disk, boot."""
+        from vc import virt
+
+        def pick(cur):
+            free = addresses.host_free(self.cfg, cur, plan.rack)
+            # this cluster's other nodes count too (host_free leaves out the rack itself)
+            for other in plan.nodes:
+                if other is not node and other.host in free:
+                    free[other.host][0] -= other.memory_mb
+                    free[other.host][1] -= other.vcpus
+            free.pop(node.host, None)
+            from vc import admission
+
+            target = admission.best_host(free, node.memory_mb, node.vcpus)
+            if target is None:
+                raise ClusterError("no other host has room for %s (%d MB)" % (node.name,
+                                                                              node.memory_mb))
+            cur.execute("UPDATE vcnode SET host = %s, updated_at = %s WHERE rack = %s AND "
+                        "name = %s", (target, naive_utc(self.clock()), plan.rack, node.name))
+            return target
+
+        target = self.db.transaction(pick)
+        node.host = target
+        h = self.host(target)
+        self.networks.ensure(self.cfg, plan, h)
+        h.add_dhcp_host(network.names(self.cfg, plan.rack)[0], DhcpHost(node.mac, node.ip,
+                                                                         node.name))
+        virt.create_cow_disk(self.disk_path(node.name), self.cfg.image(node.appliance),
+                             node.disk_gb, self.execute)
+        self._boot(plan, node)
+        return target
 
     # ---------------------------------------------------------------- reading
     def status(self, rack: Optional[int] = None) -> List[dict]:

@@ -17,6 +17,7 @@ from conftest import BASE_CONF, ROOT, VAR, db_overrides, write_conf
 
 GUEST = os.environ.get("VC_GUEST_DIR", os.path.join(VAR, "guest"))
 CTL = os.path.join(ROOT, "sbin", "vc_ctl.py")
+CRON = os.path.join(ROOT, "sbin", "vc_cron.py")
 
 
 def virsh(*args):
@@ -61,6 +62,12 @@ class RealEnv:
         e = dict(os.environ, VC_CONFIG=self.conf)
         e.update(env or {})
         return subprocess.run(["/usr/bin/python3", CTL] + list(args), env=e,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def cron(self, *args, env=None, timeout=300):
+        e = dict(os.environ, VC_CONFIG=self.conf)
+        e.update(env or {})
+        return subprocess.run(["/usr/bin/python3", CRON] + list(args), env=e,
                               capture_output=True, text=True, timeout=timeout)
 
     def console(self, node):

@@ -1,0 +1,231 @@
+"""One tick of the minute: compare reservations with the clock and act through :mod:`vc.ctl`.
+
+Order within a pass (Blazar's: ends before starts, so back-to-back reservations share capacity):
+
+1. resume what a crashed run left transitional (``starting`` → start again unless it has ended,
+   ``stopping``/``deleting`` → stop again);
+2. stop clusters whose end has passed, or whose delete was requested; a reservation that ended
+   before it ever started becomes ``stopped``;
+3. start clusters whose start has come; retry a ``failed`` start with back-off (1, 2, 4 …
+   minutes, at most ``[cron] max_start_retries`` times, then leave it ``failed`` with its error);
+4. check every node of every running cluster (:meth:`vc.ctl.Ctl.heal`).
+
+Each cluster is handled in its own try/except: one failure never blocks the others; it is
+recorded on that reservation (``failed`` + error, by ``vc.ctl``) and in the event log.
+
+**On time**: after a pass the tick looks ahead to the end of its minute; a start or end that falls
+inside it is waited for (sleep) and acted on then, so a cluster begins starting within a second
+of its start time instead of at the next minute.
+
+An exclusive ``flock`` on ``state_dir/cron.lock`` keeps overlapping ticks from acting twice: a
+second tick exits at once.
+"""
+
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, List, Optional
+
+from vc import states, timeutil
+from vc.db import aware_utc, naive_utc
+from vc.errors import VcError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Action:
+    rack: int
+    verb: str           # start, stop, resume-start, resume-stop, retry-start, heal, expire
+    why: str
+    result: str = ""
+    ok: bool = True
+
+
+@dataclass
+class TickReport:
+    acted: bool = True  # False when another tick held the lock
+    actions: List[Action] = field(default_factory=list)
+
+
+def _due(db, now) -> List[Action]:
+    """What must happen at ``now``, in the order it must happen."""
+    n = naive_utc(now)
+    rows = db.query(
+        "SELECT rack, state, start_at, end_at, pending, error, updated_at FROM vcregist WHERE "
+        "state IN ('starting', 'stopping', 'deleting') "
+        "OR (state IN ('running', 'failed') AND (end_at <= %s OR pending = 'delete')) "
+        "OR (state = 'reserved' AND (start_at <= %s OR end_at <= %s OR pending = 'delete')) "
+        "OR state = 'failed' ORDER BY start_at, rack", (n, n, n))
+    resume, stops, starts = [], [], []
+    for r in rows:
+        ended = aware_utc(r["end_at"]) <= now
+        st = r["state"]
+        if st == states.STARTING:
+            if ended or r["pending"] == "delete":
+                resume.append(Action(r["rack"], "resume-stop", "start interrupted, window over"))
+            else:
+                resume.append(Action(r["rack"], "resume-start", "start was interrupted"))
+        elif st in (states.STOPPING, states.DELETING):
+            resume.append(Action(r["rack"], "resume-stop", "stop was interrupted"))
+        elif st == states.RESERVED and (ended or r["pending"] == "delete"):
+            stops.append(Action(r["rack"], "expire", "ended before it started"))
+        elif st in (states.RUNNING, states.FAILED) and (ended or r["pending"] == "delete"):
+            stops.append(Action(r["rack"], "stop", "delete requested" if r["pending"] ==
+                                "delete" else "end reached"))
+        elif st == states.RESERVED:
+            starts.append(Action(r["rack"], "start", "start reached"))
+        elif st == states.FAILED:
+            starts.append(Action(r["rack"], "retry-start", r["error"] or "failed"))
+    return resume + stops + starts
+
+
+def _failures_since_running(db, rack) -> int:
+    rows = db.query("SELECT to_state FROM vcevent WHERE rack = %s AND to_state IN "
+                    "('failed', 'running') ORDER BY id DESC", (rack,))
+    n = 0
+    for r in rows:
+        if r["to_state"] == "running":
+            break
+        n += 1
+    return n
+
+
+def _retry_due(db, rack, now, max_retries) -> Optional[str]:
+    """None when a failed start may be retried now, else why not."""
+    n = _failures_since_running(db, rack)
+    if n > max_retries:
+        return "gave up after %d failed starts" % (n - 1)
+    row = db.query("SELECT updated_at FROM vcregist WHERE rack = %s", (rack,))[0]
+    wait = timedelta(minutes=2 ** max(0, n - 1))
+    at = aware_utc(row["updated_at"]) + wait
+    if now < at:
+        return "next retry at %s" % timeutil.iso(at)
+    return None
+
+
+def next_event(db, after: datetime, before: datetime) -> Optional[datetime]:
+    """The earliest start or end in ``(after, before)`` that a tick would act on."""
+    a, b = naive_utc(after), naive_utc(before)
+    rows = db.query(
+        "SELECT MIN(t) AS t FROM ("
+        " SELECT MIN(start_at) AS t FROM vcregist WHERE state = 'reserved' AND start_at > %s "
+        "  AND start_at < %s"
+        " UNION ALL SELECT MIN(end_at) FROM vcregist WHERE state IN ('running', 'starting', "
+        "  'failed', 'reserved') AND end_at > %s AND end_at < %s) x", (a, b, a, b))
+    return aware_utc(rows[0]["t"]) if rows and rows[0]["t"] else None
+
+
+class Scheduler:
+    """:param ctl: a :class:`vc.ctl.Ctl`. :param clock: now (aware UTC).
+    :param sleep: ``sleep(seconds)``. ``lookahead=False`` acts only on what is due at the first
+    ``clock()`` (``--now``)."""
+
+    def __init__(self, cfg, db, ctl, clock: Callable[[], datetime] = timeutil.utcnow,
+                 sleep=time.sleep, lookahead=True, max_start_retries=5, ha_max_restarts=3,
+                 dry_run=False):
+        self.cfg, self.db, self.ctl = cfg, db, ctl
+        self.clock, self.sleep, self.lookahead = clock, sleep, lookahead
+        self.max_start_retries, self.ha_max_restarts = max_start_retries, ha_max_restarts
+        self.dry_run = dry_run
+
+    def _lock(self):
+        os.makedirs(self.cfg.state_dir, exist_ok=True)
+        f = open(os.path.join(self.cfg.state_dir, "cron.lock"), "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        return f
+
+    def tick(self) -> TickReport:
+        lock = self._lock()
+        if lock is None:
+            LOG.info("another tick is running: exiting")
+            return TickReport(acted=False)
+        try:
+            return self._tick()
+        finally:
+            lock.close()
+
+    def _tick(self) -> TickReport:
+        report = TickReport()
+        started = self.clock()
+        # the horizon: this tick's minute; what falls after it is the next tick's
+        horizon = started.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        now = started
+        while True:
+            report.actions += self.run_once(now)
+            if not self.lookahead:
+                break
+            nxt = next_event(self.db, now, horizon)
+            if nxt is None:
+                break
+            delay = (nxt - self.clock()).total_seconds()
+            LOG.info("next start/end at %s: sleeping %.1f s", timeutil.iso(nxt), max(0, delay))
+            if delay > 0:
+                self.sleep(delay)
+            now = max(self.clock(), nxt)
+        return report
+
+    def run_once(self, now) -> List[Action]:
+        actions = []
+        for a in _due(self.db, now):
+            if a.verb == "retry-start":
+                why_not = _retry_due(self.db, a.rack, now, self.max_start_retries)
+                if why_not:
+                    LOG.debug("rack %d: failed start not retried: %s", a.rack, why_not)
+                    continue
+            actions.append(self._do(a))
+        if not self.dry_run:
+            actions += self._heal_all()
+        return actions
+
+    def _do(self, a: Action) -> Action:
+        LOG.info("rack %d: %s (%s)", a.rack, a.verb, a.why)
+        if self.dry_run:
+            a.result = "dry run"
+            return a
+        try:
+            if a.verb in ("start", "resume-start", "retry-start"):
+                a.result = self.ctl.start(a.rack)["state"]
+            else:
+                a.result = self.ctl.stop(a.rack, "tick: " + a.why)["state"]
+        except Exception as e:  # one cluster's failure never blocks the others
+            a.ok, a.result = False, str(e)
+            if not isinstance(e, VcError):
+                LOG.exception("rack %d: %s failed", a.rack, a.verb)
+            else:
+                LOG.error("rack %d: %s failed: %s", a.rack, a.verb, e)
+            self._record(a.rack, "tick: %s failed: %s" % (a.verb, e))
+        return a
+
+    def _record(self, rack, reason):
+        try:
+            self.db.transaction(lambda cur: states.event(cur, rack, self.clock(), "vc_cron",
+                                                         reason))
+        except Exception:  # pragma: no cover - the database itself is down
+            LOG.exception("rack %d: cannot record event", rack)
+
+    def _heal_all(self) -> List[Action]:
+        # a host marked unreachable comes back into use once it answers again
+        for h in self.db.query("SELECT name FROM vchost WHERE reachable = 0"):
+            if self.ctl.reachable(h["name"]):
+                LOG.info("host %s answers again", h["name"])
+                self.ctl._mark_host(h["name"], True)
+        racks = [r["rack"] for r in self.db.query(
+            "SELECT rack FROM vcregist WHERE state = 'running' ORDER BY rack")]
+        out = []
+        for rack in racks:
+            try:
+                for msg in self.ctl.heal(rack, self.ha_max_restarts):
+                    out.append(Action(rack, "heal", msg, "restarted"))
+            except Exception as e:
+                LOG.error("rack %d: health check failed: %s", rack, e)
+                out.append(Action(rack, "heal", "health check", str(e), ok=False))
+                self._record(rack, "tick: health check failed: %s" % e)
+        return out

@@ -23,16 +23,19 @@ config: services
 
 demo: config
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/demo.sh
+	@VC_CONFIG=$(VAR)/vc.conf bash tools/ticker.sh start
 
 test: services
 	@VC_VAR=$(VAR) $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
 
 stop:
+	@bash tools/ticker.sh stop
 	@bash tools/demo.sh --stop-clusters
 	@bash tools/stack.sh db-stop
 	@bash tools/virt.sh stop
 
 status:
+	@bash tools/ticker.sh status
 	@bash tools/stack.sh status
 	@bash tools/virt.sh status
 

@@ -38,6 +38,12 @@ START_STEPS = ("allocate", "dump", "network", "register", "disks", "boot_gateway
 STOP_STEPS = ("shutdown", "undefine", "disks", "unregister", "network", "release")
 
 
+def _open_libvirt_host(name, uri):
+    from vc import virt
+
+    return virt.Host(uri, name=name)
+
+
 class ClusterError(VcError):
     """A start or stop step failed; the cluster is left ``failed`` with this message."""
 
@@ -77,11 +83,10 @@ class Ctl:
     def __init__(self, cfg, db, open_host=None, execute=None, clock=timeutil.utcnow,
                  progress: Optional[Callable[[str], None]] = None, actor="vc_ctl", networks=None,
                  registrar=None):
-        from vc import virt
-
         self.cfg, self.db = cfg, db
-        self._open_host = open_host or (lambda name, uri: virt.Host(uri, name=name))
-        self.execute = execute or virt.run_local
+        # libvirt is imported only when a host is first used (an idle tick never needs it)
+        self._open_host = open_host or _open_libvirt_host
+        self._execute = execute
         self.clock = clock
         self.progress = progress or (lambda msg: LOG.info("%s", msg))
         self.actor = actor
@@ -93,6 +98,14 @@ class Ctl:
         self.crash_after = os.environ.get("VC_CRASH_AFTER")
 
     # ---------------------------------------------------------------- plumbing
+    @property
+    def execute(self):
+        if self._execute is None:
+            from vc import virt
+
+            self._execute = virt.run_local
+        return self._execute
+
     def host(self, name):
         with self._hosts_lock:
             if name not in self._hosts:

@@ -195,13 +195,15 @@ class Database:
         return applied
 
 
-def naive_utc(dt):
-    """An aware datetime as the naive UTC value stored in DATETIME columns."""
+def naive_utc(dt, micro=False):
+    """An aware datetime as the naive UTC value stored in DATETIME columns (whole seconds,
+    truncated; ``micro=True`` keeps the microseconds for DATETIME(6) columns)."""
     from datetime import timezone
 
     if dt.tzinfo is None:
         raise ValueError("naive datetime given where an aware one is required")
-    return dt.astimezone(timezone.utc).replace(tzinfo=None)
+    out = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return out if micro else out.replace(microsecond=0)
 
 
 def aware_utc(dt):

@@ -60,7 +60,7 @@ def event(cur, rack, now, actor, reason, from_state=None, to_state=None):
     cur.execute(
         "INSERT INTO vcevent (rack, at, actor, from_state, to_state, reason) "
         "VALUES (%s, %s, %s, %s, %s, %s)",
-        (rack, naive_utc(now), actor[:64], from_state, to_state, reason))
+        (rack, naive_utc(now, micro=True), actor[:64], from_state, to_state, reason))
 
 
 def transition(cur, row: dict, to_state: str, now, actor: str, reason: str, error=None,

@@ -13,8 +13,10 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def utcnow() -> datetime:
-    """The real clock (entry points pass it down; library code takes ``now`` as a parameter)."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    """The real clock, to the microsecond (entry points pass it down; library code takes ``now``
+    as a parameter). Reservation times are stored to the second; event times keep the
+    microseconds, so the tick's punctuality can be measured."""
+    return datetime.now(timezone.utc)
 
 
 def parse(text, tz, now: datetime) -> datetime:

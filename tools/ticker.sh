@@ -1,0 +1,32 @@
+#!/bin/bash
+# tools/ticker.sh start|stop|status — the demo's stand-in for cron: runs sbin/vc_cron.py at the
+# top of every minute (cron's own schedule), in the background, pid in $VC_VAR/run/ticker.pid.
+# On a real frontend use `vc_ctl.py cron install` (/etc/cron.d/vc) instead.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VAR=${VC_VAR:-$ROOT/var}
+PIDF=$VAR/run/ticker.pid
+alive() { [ -s "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+case "${1:-}" in
+  start)
+    if alive; then echo "ticker: already running (pid $(cat "$PIDF"))" >&2; exit 0; fi
+    mkdir -p "$VAR/run" "$VAR/log"
+    : "${VC_CONFIG:?VC_CONFIG must name the configuration}"
+    setsid bash -c '
+      while :; do
+        sleep $(( 60 - 10#$(date +%S) ))
+        VC_CONFIG='"$VC_CONFIG"' '"$ROOT"'/sbin/vc_cron.py >>'"$VAR"'/log/cron.out 2>&1 || true
+      done' </dev/null >/dev/null 2>&1 &
+    echo $! >"$PIDF"
+    echo "ticker: running vc_cron.py every minute (pid $!)" >&2 ;;
+  stop)
+    if alive; then
+      pid=$(cat "$PIDF")
+      # the loop is the leader of its own session: end it and the tick it may be running
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+      echo "ticker: stopped (pid $pid)" >&2
+    fi
+    rm -f "$PIDF" ;;
+  status) if alive; then echo "ticker: running (pid $(cat "$PIDF"))"; else echo "ticker: stopped"; fi ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

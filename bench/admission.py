@@ -64,7 +64,7 @@ def measure(cfg, db, runs, rng):
              "gateways": "1", "computes": "4", "memory_mb": "1024"}
         req = R.validate(cfg, f, now)
 
-        def only_check(cur):
+        def only_check(cur, req=req):
             R._lock_admission(cur)
             t = time.perf_counter()
             R.admit(cfg, cur, req.start, req.end, req.resources, now)
@@ -75,7 +75,8 @@ def measure(cfg, db, runs, rng):
         t = time.perf_counter()
         rack = R.create(cfg, db, f, now)
         full.append(time.perf_counter() - t)
-        db.transaction(lambda cur: cur.execute("DELETE FROM vcregist WHERE rack = %s", (rack,)))
+        db.transaction(lambda cur, rack=rack: cur.execute("DELETE FROM vcregist WHERE rack = %s",
+                                                          (rack,)))
     ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     return ms(full), ms(check), statistics.median(overlaps)
 

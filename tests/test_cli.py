@@ -1,4 +1,4 @@
-"""sbin/vc_ctl.py as a user runs it: exit codes, one-line errors, --json, nothing written on error."""
+"""sbin/vc_ctl.py as a user runs it: exit codes, one-line errors, --json, nothing written."""
 
 import json
 import os

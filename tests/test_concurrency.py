@@ -88,7 +88,7 @@ def test_random_race_never_overbooks(cfg, db):
                      "end": (NOW + (start + rng.randrange(1, 4)) * H).isoformat(),
                      "gateways": "1", "computes": str(rng.randrange(0, 4)),
                      "memory_mb": str(rng.choice([256, 512, 1024]))})
-    for round_ in range(3):  # the same requests thrice: later rounds race against earlier rows
+    for _ in range(3):  # the same requests thrice: later rounds race against earlier rows
         results = race(cfg, reqs)
         assert not [r for r in results if r[0] == "error"], results
     n = booked_never_exceeds(cfg, db)

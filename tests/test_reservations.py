@@ -235,7 +235,7 @@ def test_running_stop_now_and_delete_are_requests(cfg, db):
 def test_state_table():
     assert set(states.STABLE) == {"reserved", "running", "stopped", "failed"}
     assert set(states.TRANSITIONAL) == {"starting", "stopping", "deleting"}
-    for s, nxt in states.NEXT.items():
+    for nxt in states.NEXT.values():
         for t in nxt:
             assert t in states.ALL + (states.DELETED,)
     assert states.can("reserved", "starting") and not states.can("running", "reserved")

@@ -105,8 +105,8 @@ def test_lookahead_acts_on_time(world, db):
     # slept until the start, started; slept until the end, stopped; nothing after the minute
     assert clock.slept == [20.0, 30.0]
     assert acts(report) == [(rack, "start"), (rack, "stop")]
-    ev = db.query("SELECT at, to_state FROM vcevent WHERE rack=%s AND from_state <> to_state AND to_state IN "
-                  "('starting', 'stopping')", (rack,))
+    ev = db.query("SELECT at, to_state FROM vcevent WHERE rack=%s AND from_state <> to_state "
+                  "AND to_state IN ('starting', 'stopping')", (rack,))
     assert [(str(e["at"]), e["to_state"]) for e in ev] == [
         ("2026-12-01 00:00:20", "starting"), ("2026-12-01 00:00:50", "stopping")]
 
@@ -162,13 +162,13 @@ def test_ha_restarts_a_dead_node_same_address(world, db):
     assert len(heal) == 1 and heal[0].why.startswith("ha: restarted compute-%d-0 on h1" % rack)
     assert c.host("h1").state(dom) == "running"
     # at most ha_max_restarts per hour
-    for i in range(5):
+    for _ in range(5):
         c.host("h1").destroy(dom)
         clock.t += M
         s.tick()
     assert c.host("h1").state(dom) == "shutoff"
-    n = db.query("SELECT COUNT(*) AS n FROM vcevent WHERE rack=%s AND reason LIKE 'ha: restarted%%'",
-                 (rack,))[0]["n"]
+    n = db.query("SELECT COUNT(*) AS n FROM vcevent WHERE rack=%s AND "
+                 "reason LIKE 'ha: restarted%%'", (rack,))[0]["n"]
     assert n == 3
 
 
@@ -192,7 +192,7 @@ def test_ha_moves_nodes_off_an_unreachable_host(migrated, db, tmp_path):
 
     c = vctl.Ctl(cfg, db, open_host=opener, execute=Recorder(), clock=clock, actor="test")
     s = Scheduler(cfg, db, c, clock=clock, sleep=clock.sleep, lookahead=False)
-    rack = book(cfg, db, NOW, NOW + 60 * M, computes="3")
+    book(cfg, db, NOW, NOW + 60 * M, computes="3")
     s.tick()
     hosts = {r["name"]: r["host"] for r in db.query("SELECT name, host FROM vcnode")}
     assert set(hosts.values()) == {"h1", "h2"}

@@ -159,8 +159,8 @@ def print_list(rows, cfg, out):
 
 def print_show(r, cfg, out):
     tz = cfg.tzinfo()
-    out.write("rack %d  owner %s  state %s%s\n" % (
-        r["rack"], r["owner"], r["state"], "  (pending: %s)" % r["pending"] if r["pending"] else ""))
+    pending = "  (pending: %s)" % r["pending"] if r["pending"] else ""
+    out.write("rack %d  owner %s  state %s%s\n" % (r["rack"], r["owner"], r["state"], pending))
     out.write("window  %s -> %s\n" % (timeutil.show(r["start"], tz), timeutil.show(r["end"], tz)))
     if r["error"]:
         out.write("error   %s\n" % r["error"])

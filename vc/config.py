@@ -404,7 +404,7 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
             if key not in HOST_SCHEMA:
                 raise ConfigError(path, "[%s] %s" % (section, key), "unknown key (known: %s)"
                                   % ", ".join(HOST_SCHEMA))
-        for key, (parser, default) in HOST_SCHEMA.items():
+        for key, (parser, _default) in HOST_SCHEMA.items():
             if key not in cp[section]:
                 raise ConfigError(path, "[%s] %s" % (section, key), "missing")
             try:

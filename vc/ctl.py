@@ -505,7 +505,7 @@ class Ctl:
     def reachable(self, host_name) -> bool:
         """Can we talk to this host's libvirt at all? (Connecting is the probe.)"""
         try:
-            self.host(host_name).conn
+            _ = self.host(host_name).conn
             return True
         except VcError:
             return False

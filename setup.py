@@ -18,5 +18,5 @@ setup(
         "test": ["pytest>=7.4,<10"],
         "dev": ["pytest>=7.4,<10", "ruff>=0.4"],
     },
-    scripts=["sbin/vc_ctl.py", "sbin/vc_cron.py"],
+    scripts=["sbin/vc_ctl.py", "sbin/vc_cron.py", "sbin/vc_vlan.py"],
 )

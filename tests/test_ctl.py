@@ -3,6 +3,7 @@ per test) with a recording command executor, against the real MariaDB."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -37,18 +38,20 @@ class Recorder:
 def make(migrated, db, tmp_path):
     """make(nhosts=1, **overrides) -> (cfg, Ctl, recorder)"""
 
-    def build(nhosts=1, fail_on=None, **over):
+    def build(nhosts=1, fail_on=None, host_exec=None, **over):
         o = db_overrides(migrated)
         o["host:h1"] = None
         for i in range(nhosts):
             o["host:h%d" % (i + 1)] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
         o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
         o["virt"] = {"name_prefix": "vt", "boot_timeout": "5", "shutdown_timeout": "1"}
+        o["network"] = {"isolation": "none"}
         for k, v in over.items():
             o.setdefault(k, {}).update(v)
         cfg = make_cfg(o)
         rec = Recorder(fail_on)
-        return cfg, vctl.Ctl(cfg, db, execute=rec, clock=lambda: NOW, actor="test"), rec
+        return cfg, vctl.Ctl(cfg, db, execute=rec, clock=lambda: NOW, actor="test",
+                             host_exec=host_exec), rec
 
     return build
 
@@ -255,16 +258,32 @@ def test_dry_run_changes_nothing(make, db):
 
 
 def test_domain_xml_golden(make, db):
+    """The gateway of a cluster with a (ready) iSCSI volume: COW disk, the LUN as a network
+    disk, one NIC, the context on the kernel command line."""
     cfg, c, _ = make(virt={"kernel": "/guest/vmlinux", "initrd": "/guest/initrd.img"})
-    rack = reserve(cfg, db)
+
+    def target(cur):
+        cur.execute("INSERT INTO vciscsitarget (name, address, created_at) VALUES "
+                    "('t1', '192.0.2.7', '2026-01-01')")
+
+    db.transaction(target)
+    rack = reserve(cfg, db, volumes=["/data:t1:10"])
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE vciscsi SET iqn = 'iqn.2026-11.vc.frontend:rackR.data', lun = 1, "
+        "state = 'ready' WHERE rack = %s", (rack,)))
     plan, xmls = c.plan_preview(rack)
-    text = xmls[0].replace("gateway-%d-0" % rack, "gateway-R-0").replace(
-        "rack=\"%d\"" % rack, "rack=\"R\"").replace("vt-net%d" % rack, "vt-netR").replace(
-        cfg.state_dir, "/STATE")
-    path = os.path.join(GOLDEN, "ctl-gateway.xml")
-    if os.environ.get("VC_REGENERATE_GOLDEN") or not os.path.exists(path):
-        open(path, "w").write(text)
-    assert text == open(path).read()
+    out = {}
+    for name, x in (("ctl-gateway.xml", xmls[0]), ("ctl-compute.xml", xmls[1])):
+        out[name] = re.sub(r"(?<=[-=\"a-z])%d(?=[-\" ])" % rack, "R",
+                           x.replace(cfg.state_dir, "/STATE"))
+    for name, text in out.items():
+        path = os.path.join(GOLDEN, name)
+        if os.environ.get("VC_REGENERATE_GOLDEN") or not os.path.exists(path):
+            open(path, "w").write(text)
+        assert text == open(path).read(), name
+    assert "vc.nfs_mount=10.200.0.2:/data:/data" in out["ctl-compute.xml"]
+    assert "protocol=\"iscsi\"" in out["ctl-gateway.xml"]
+    assert "protocol" not in out["ctl-compute.xml"]
 
 
 def test_rocks_registrar_commands(make, db):
@@ -292,3 +311,44 @@ def test_status_reports_libvirt_state(make, db):
     c.host("h1").destroy("vt-compute-%d-0" % rack)
     st = {r["name"]: r["libvirt"] for r in c.status(rack)}
     assert st == {"gateway-%d-0" % rack: "running", "compute-%d-0" % rack: "shutoff"}
+
+
+def test_vxlan_segment_over_hosts_one_dhcp_server(make, db):
+    """Two hosts joined by VXLAN: the isolation backend runs on each host's executor, only the
+    gateway's host serves DHCP (and has .1), the other gets a bare bridge; stop removes it."""
+    calls, links = {}, {}
+
+    def host_exec(name):
+        def run(argv):
+            calls.setdefault(name, []).append(argv)
+            return json.dumps(links.get(name, [])) if "-j" in argv else ""
+        return run
+
+    cfg, c, _ = make(nhosts=2, host_exec=host_exec, network={"isolation": "vxlan"},
+                     **{"host:h1": {"underlay_ip": "192.168.250.1"},
+                        "host:h2": {"underlay_ip": "192.168.250.2"}})
+    rack = reserve(cfg, db, computes=1, memory_mb="2048")
+    c.start(rack)
+    hosts = {r["name"]: r["host"] for r in db.query("SELECT name, host FROM vcnode")}
+    assert sorted(hosts.values()) == ["h1", "h2"]
+    gw_host = hosts["gateway-%d-0" % rack]
+    other = ({"h1", "h2"} - {gw_host}).pop()
+    vni = db.query("SELECT value FROM vcalloc WHERE kind='isolation'")[0]["value"]
+    for h, peer in (("h1", "192.168.250.2"), ("h2", "192.168.250.1")):
+        flat = [" ".join(a) for a in calls[h]]
+        assert any("type vxlan id %s" % vni in a and "vtvx%s" % vni in a for a in flat), flat
+        assert any("fdb append 00:00:00:00:00:00 dev vtvx%s dst %s" % (vni, peer) in a
+                   for a in flat), flat
+    net = "vt-net%d" % rack
+    assert len(c.host(gw_host).dhcp_hosts(net)) == 2
+    assert c.host(other).dhcp_hosts(net) == []
+    xml = c.host(other).conn.networkLookupByName(net).XMLDesc(0)
+    assert "<ip" not in xml and "<mtu size='1450'/>" in xml
+    # what the hosts now show (VC's VXLAN port, in VC's link group, on the cluster bridge)
+    for h in ("h1", "h2"):
+        links[h] = [{"ifname": "vtvx%s" % vni, "group": "30307", "master": "vtbr%d" % rack,
+                     "mtu": 1450, "linkinfo": {"info_kind": "vxlan"}}]
+    calls.clear()
+    c.stop(rack)
+    for h in ("h1", "h2"):
+        assert ["ip", "link", "del", "dev", "vtvx%s" % vni] in calls[h], calls[h]

@@ -191,23 +191,29 @@ def test_owner_only_unless_admin(cfg, db):
     assert R.delete(cfg, db, rack, NOW, "alice", admin=True) == "deleted"
 
 
-def test_stop_now_before_start_and_delete(cfg, db):
+def test_stop_now_before_start_reopen_and_delete(cfg, db):
     rack = R.create(cfg, db, fields(), NOW)
     assert R.stop_now(cfg, db, rack, NOW, "bob") == "stopped"
     r = R.get(db, rack)
     assert r["state"] == "stopped" and r["start"] == NOW and r["end"] == NOW
     with pytest.raises(InvalidTransition):
         R.stop_now(cfg, db, rack, NOW, "bob")
-    with pytest.raises(InvalidTransition):
-        R.extend(cfg, db, rack, "2026-12-01T13:00", NOW, "bob")
+    # extending a stopped reservation reopens it from now (capacity and limits apply)
+    with pytest.raises(ValidationError, match="at most 48 hours"):
+        R.extend(cfg, db, rack, "2026-12-05T13:00", NOW, "bob")
+    later = NOW + H
+    assert R.extend(cfg, db, rack, "2026-12-01T13:00", later, "bob") == NOW + 4 * H
+    r = R.get(db, rack)
+    assert r["state"] == "reserved" and r["start"] == later
+    assert R.stop_now(cfg, db, rack, later, "bob") == "stopped"
     assert R.delete(cfg, db, rack, NOW, "bob") == "deleted"
     with pytest.raises(NotFound):
         R.get(db, rack)
     assert rows(db, "SELECT COUNT(*) AS n FROM vcresource")[0]["n"] == 0
     ev = rows(db, "SELECT from_state, to_state FROM vcevent WHERE rack=%s ORDER BY id", (rack,))
     assert [(e["from_state"], e["to_state"]) for e in ev] == [
-        (None, "reserved"), ("reserved", "stopped"), ("stopped", "deleting"),
-        ("deleting", "deleted")]
+        (None, "reserved"), ("reserved", "stopped"), ("stopped", "reserved"),
+        ("reserved", "stopped"), ("stopped", "deleting"), ("deleting", "deleted")]
 
 
 def set_state(db, rack, state):

@@ -35,6 +35,7 @@ def world(migrated, db, tmp_path):
     o["host:h1"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
     o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
     o["virt"] = {"name_prefix": "vt", "boot_timeout": "5", "shutdown_timeout": "1"}
+    o["network"] = {"isolation": "none"}
     cfg = make_cfg(o)
     clock = Clock(NOW)
     c = vctl.Ctl(cfg, db, execute=Recorder(), clock=clock, actor="test")
@@ -178,6 +179,7 @@ def test_ha_moves_nodes_off_an_unreachable_host(migrated, db, tmp_path):
     o["host:h2"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
     o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
     o["virt"] = {"name_prefix": "vt", "boot_timeout": "5"}
+    o["network"] = {"isolation": "none"}
     cfg = make_cfg(o)
     clock = Clock(NOW)
     down = set()

@@ -76,7 +76,10 @@ def build_parser():
     sp = cmd("extend", "change the end of a reservation")
     sp.add_argument("rack")
     sp.add_argument("--end", required=True)
-    cmd("delete", "delete a reservation (a running one is stopped first)").add_argument("rack")
+    sp = cmd("delete", "delete a reservation (a running one is stopped first)")
+    sp.add_argument("rack")
+    sp.add_argument("--delete-volumes", action="store_true",
+                    help="confirm that its iSCSI volumes and their data are destroyed too")
     sp = cmd("start", "start a reservation's cluster now, or finish a start (root)")
     sp.add_argument("rack")
     sp.add_argument("--dry-run", action="store_true", help="print the plan and domain XML only")
@@ -87,6 +90,26 @@ def build_parser():
     cmd("dump", "the cluster's insert-ethers dump").add_argument("rack")
     sp = cmd("db", "database schema")
     sp.add_argument("action", choices=["upgrade", "version"])
+    sp = cmd("target", "iSCSI targets: add, list, trust (pin the host key), remove, key")
+    tsub = sp.add_subparsers(dest="taction", metavar="ACTION", parser_class=Parser)
+    tsub.required = True
+    t = tsub.add_parser("add", help="register a target")
+    t.add_argument("name")
+    t.add_argument("--address", required=True)
+    t.add_argument("--port", default="22", help="SSH port")
+    t.add_argument("--user", dest="ssh_user", default="root", help="SSH user")
+    t.add_argument("--iscsi-port", default="3260")
+    tsub.add_parser("list", help="registered targets")
+    t = tsub.add_parser("trust", help="show the target's SSH host key and pin it")
+    t.add_argument("name")
+    t.add_argument("--fingerprint", help="pin only if the key shown matches this")
+    t.add_argument("--yes", action="store_true", help="pin what is shown without asking")
+    t = tsub.add_parser("remove", help="remove a target no reservation uses")
+    t.add_argument("name")
+    tsub.add_parser("key", help="the frontend's SSH public key (for the targets' "
+                                "authorized_keys)")
+    for t in tsub.choices.values():
+        t.add_argument("--json", action="store_true", help="machine-readable output")
     sp = cmd("cron", "install or remove /etc/cron.d/vc (the once-a-minute tick)")
     sp.add_argument("action", choices=["install", "uninstall", "show"])
     sp.add_argument("--file", default=CRON_FILE, help="cron file (default %(default)s)")
@@ -217,6 +240,8 @@ def run(argv, now=None, out=None, cfg=None):
     if args.cmd == "cron":
         return cron_cmd(args, out)
     db.check_schema()
+    if args.cmd == "target":
+        return target_cmd(cfg, db, args, now, admin, out)
     if args.cmd == "reserve":
         fields = {k: v for k, v in vars(args).items() if v is not None}
         owner = args.owner or who
@@ -255,7 +280,11 @@ def run(argv, now=None, out=None, cfg=None):
         emit_json(result, out) if args.json else out.write(
             "rack %d now ends %s\n" % (rack, timeutil.show(end, cfg.tzinfo())))
     elif args.cmd == "delete":
-        st = reservations.delete(cfg, db, rack, now, who, admin)
+        st = reservations.delete(cfg, db, rack, now, who, admin,
+                                 confirm_volumes=args.delete_volumes)
+        if st == "stopped" and os.geteuid() == 0:
+            # volumes to remove and nothing running: root does it now instead of the tick
+            st = make_ctl(cfg, db, who).delete(rack, confirm_volumes=True)["state"]
         if args.json:
             emit_json({"rack": rack, "state": st}, out)
         elif st == "deleted":
@@ -278,6 +307,77 @@ def run(argv, now=None, out=None, cfg=None):
     elif args.cmd == "dump":
         text = make_ctl(cfg, db, who).dump(rack)
         emit_json({"rack": rack, "dump": text}, out) if args.json else out.write(text)
+    return 0
+
+
+def target_cmd(cfg, db, args, now, admin, out):
+    from vc import targets
+
+    a = args.taction
+    if a == "list":
+        rows = targets.list_all(db)
+        if args.json:
+            emit_json(rows, out)
+            return 0
+        out.write("%-16s %-24s %5s %-8s %5s %-6s %s\n" % ("NAME", "ADDRESS", "SSH", "USER",
+                                                          "ISCSI", "VOLS", "HOST KEY"))
+        for t in rows:
+            out.write("%-16s %-24s %5d %-8s %5d %-6d %s\n" % (
+                t["name"], t["address"], t["port"], t["ssh_user"], t["iscsi_port"], t["volumes"],
+                t["host_key_fingerprint"] or "(not trusted)"))
+        return 0
+    if a == "key":
+        from vc import storage
+
+        if os.geteuid() != 0:
+            raise VcError("target key: only root may create or read the frontend's key")
+        _, pub = storage.frontend_key(cfg.state_dir)
+        emit_json({"public_key": pub}, out) if args.json else out.write(pub + "\n")
+        return 0
+    if not admin:
+        raise VcError("target %s: only an admin may change iSCSI targets" % a)
+    if a == "add":
+        tid = targets.add(db, {"name": args.name, "address": args.address, "port": args.port,
+                               "ssh_user": args.ssh_user, "iscsi_port": args.iscsi_port}, now)
+        if args.json:
+            emit_json({"id": tid, "name": args.name}, out)
+        else:
+            out.write("target %s added; check and pin its host key: vc_ctl.py target trust %s\n"
+                      % (args.name, args.name))
+        return 0
+    if a == "remove":
+        targets.remove(db, args.name)
+        emit_json({"removed": args.name}, out) if args.json else out.write(
+            "target %s removed\n" % args.name)
+        return 0
+    # trust: show the key the target presents now; pin it only on confirmation
+    from vc import storage
+
+    t = targets.get(db, args.name)
+    ktype, fp = storage.probe_host_key(t["address"], t["port"], cfg.ssh_connect_timeout,
+                                       name=t["name"])
+    if args.fingerprint is not None:
+        try:
+            want = storage.check_fingerprint(args.fingerprint)
+        except ValueError as e:
+            raise UsageError("%s: --fingerprint: %s" % (PROG, e)) from None
+        if want != fp:
+            raise VcError("target %s presents %s %s, not %s: not pinned" % (
+                t["name"], ktype, fp, want))
+    elif not args.yes:
+        if not sys.stdin.isatty():
+            raise VcError("target %s presents %s %s: compare it with the target's own "
+                          "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub there), then run again "
+                          "with --fingerprint %s" % (t["name"], ktype, fp, fp))
+        sys.stderr.write("target %s (%s:%d) presents %s %s\nPin this key? [y/N] " % (
+            t["name"], t["address"], t["port"], ktype, fp))
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise VcError("target %s: not pinned" % t["name"])
+    targets.pin(db, t["name"], fp)
+    if args.json:
+        emit_json({"name": t["name"], "key_type": ktype, "fingerprint": fp}, out)
+    else:
+        out.write("target %s: pinned %s %s\n" % (t["name"], ktype, fp))
     return 0
 
 
@@ -422,4 +522,46 @@ def cron_main(argv=None):
     except Exception:
         LOG.exception("unexpected error in the tick")
         sys.stderr.write("vc_cron.py: internal error (see the log; this is a bug)\n")
+        return 1
+
+
+# ---------------------------------------------------------------------------- vc_vlan.py
+def vlan_main(argv=None):
+    """``vc_vlan.py add|del RACK``: put a started cluster's nodes on its isolated segment on
+    every host it uses, or remove exactly that (start and stop call the same code)."""
+    argv = sys.argv[1:] if argv is None else argv
+    p = Parser(prog="vc_vlan.py", description=vlan_main.__doc__.split("\n")[0])
+    p.add_argument("action", choices=["add", "del"])
+    p.add_argument("rack")
+    p.add_argument("--dry-run", action="store_true", help="print the commands only")
+    p.add_argument("--json", action="store_true")
+    try:
+        args = p.parse_args(argv)
+        rack = rack_arg(args.rack)
+        if os.geteuid() != 0:
+            raise VcError("only root may change the hosts' networks")
+        cfg = vconfig.load()
+        setup_logging(cfg)
+        from vc.db import Database
+
+        db = Database(cfg)
+        db.check_schema()
+        done = make_ctl(cfg, db, actor_name()).vlan(rack, args.action, args.dry_run)
+        if args.json:
+            emit_json({"rack": rack, "action": args.action, "isolation": cfg.isolation,
+                       "commands": done, "dry_run": args.dry_run}, sys.stdout)
+        else:
+            for line in done:
+                sys.stdout.write(line + "\n")
+            sys.stdout.write("rack %d: %s %s (%s, %d command(s)%s)\n" % (
+                rack, args.action, "done" if not args.dry_run else "planned", cfg.isolation,
+                len(done), ", dry run" if args.dry_run else ""))
+        return 0
+    except VcError as e:
+        sys.stderr.write("vc_vlan.py: %s\n" % e if not str(e).startswith("vc_vlan.py") else
+                         "%s\n" % e)
+        return e.exit_code
+    except Exception:
+        LOG.exception("unexpected error")
+        sys.stderr.write("vc_vlan.py: internal error (see the log; this is a bug)\n")
         return 1

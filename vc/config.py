@@ -31,6 +31,9 @@ class Host:
     uri: str
     memory_mb: int
     vcpus: int
+    underlay_ip: Optional[str] = None
+    trunk_nic: Optional[str] = None
+    initiator: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,21 @@ class Config:
     gateway_membership: str
     compute_membership: str
     hosts_file: str
+    # [storage]
+    storage_backend: str
+    storage_backing: str
+    storage_backing_dir: str
+    storage_vg: Optional[str]
+    iqn_prefix: str
+    tgt_control_port: int
+    ssh_connect_timeout: int
+    ssh_command_timeout: int
+    # [network]
+    isolation: str
+    underlay_mtu: int
+    vxlan_port: int
+    trunk_nic: Optional[str]
+    ovs_bridge: Optional[str]
     # [cron]
     max_start_retries: int
     ha_max_restarts: int
@@ -255,6 +273,36 @@ def _label(s):
     return s
 
 
+def _ipaddr(s):
+    s = s.strip()
+    if not s:
+        return None
+    try:
+        return str(ipaddress.ip_address(s))
+    except ValueError:
+        raise ValueError("must be an IP address, got %r" % s) from None
+
+
+def _iqn_prefix(s):
+    s = s.strip()
+    if not re.match(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*$", s):
+        raise ValueError("must look like iqn.2026-11.org.example, got %r" % s)
+    return s
+
+
+def _initiator(s):
+    s = s.strip()
+    if not s:
+        return None
+    if re.match(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.:-]*$", s):
+        return s
+    try:
+        return str(ipaddress.ip_network(s, strict=False)) if "/" in s else \
+            str(ipaddress.ip_address(s))
+    except ValueError:
+        raise ValueError("must be an IP address, a CIDR or an IQN, got %r" % s) from None
+
+
 def _uri(s):
     s = s.strip()
     if not re.match(r"^[a-z][a-z0-9+]*:///?[^\s]*$", s):
@@ -322,6 +370,24 @@ SCHEMA = {
         "compute_membership": (_label, "Compute"),
         "hosts_file": (_path, ""),
     },
+    "storage": {
+        "backend": (_choice("tgt", "targetcli"), "tgt"),
+        "backing": (_choice("file", "lvm"), "file"),
+        # on the target host: where file-backed LUNs live
+        "backing_dir": (_path, "/var/lib/vc/iscsi"),
+        "volume_group": (_optstr, ""),
+        "iqn_prefix": (_iqn_prefix, "iqn.2026-11.vc.frontend"),
+        "tgt_control_port": (_int(0, 65535), "0"),
+        "connect_timeout": (_int(1, 300), "10"),
+        "command_timeout": (_int(1, 3600), "60"),
+    },
+    "network": {
+        "isolation": (_choice("vxlan", "8021q", "ovs", "none"), "vxlan"),
+        "underlay_mtu": (_int(576, 65535), "1500"),
+        "vxlan_port": (_int(1, 65535), "4789"),
+        "trunk_nic": (_optstr, ""),
+        "ovs_bridge": (_optstr, ""),
+    },
     "cron": {
         "max_start_retries": (_int(0, 100), "5"),
         "ha_max_restarts": (_int(0, 1000), "3"),
@@ -331,6 +397,13 @@ HOST_SCHEMA = {
     "uri": (_uri, REQUIRED),
     "memory_mb": (_int(64), REQUIRED),
     "vcpus": (_int(1), REQUIRED),
+    # address on the network between the hosts (VXLAN source/peer); needed when clusters span
+    # several hosts with [network] isolation = vxlan
+    "underlay_ip": (_ipaddr, ""),
+    "trunk_nic": (_optstr, ""),
+    # how iSCSI targets see this host (IP or IQN) in their ACLs; default: underlay_ip, else
+    # 127.0.0.1 (a target on the frontend itself)
+    "initiator": (_initiator, ""),
 }
 
 
@@ -404,9 +477,12 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
             if key not in HOST_SCHEMA:
                 raise ConfigError(path, "[%s] %s" % (section, key), "unknown key (known: %s)"
                                   % ", ".join(HOST_SCHEMA))
-        for key, (parser, _default) in HOST_SCHEMA.items():
+        for key, (parser, default) in HOST_SCHEMA.items():
             if key not in cp[section]:
-                raise ConfigError(path, "[%s] %s" % (section, key), "missing")
+                if default is REQUIRED:
+                    raise ConfigError(path, "[%s] %s" % (section, key), "missing")
+                hv[key] = parser(default)
+                continue
             try:
                 hv[key] = parser(cp[section][key])
             except ValueError as e:
@@ -419,6 +495,21 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
     state = v[("site", "state_dir")]
     if not state.startswith("/"):
         raise ConfigError(path, "[site] state_dir", "must be an absolute path, got %r" % state)
+    if v[("storage", "backing")] == "lvm" and not v[("storage", "volume_group")]:
+        raise ConfigError(path, "[storage] volume_group", "required with backing = lvm")
+    iso = v[("network", "isolation")]
+    lo, hi = v[("addresses", "isolation_ids")]
+    if iso in ("8021q", "ovs") and not (2 <= lo and hi <= 4094):
+        raise ConfigError(path, "[addresses] isolation_ids", "VLAN ids must lie in 2-4094 with "
+                          "isolation = %s, got %d-%d" % (iso, lo, hi))
+    if iso == "8021q" and not v[("network", "trunk_nic")]:
+        raise ConfigError(path, "[network] trunk_nic", "required with isolation = 8021q")
+    if iso == "ovs" and not v[("network", "ovs_bridge")]:
+        raise ConfigError(path, "[network] ovs_bridge", "required with isolation = ovs")
+    if len(v[("virt", "name_prefix")]) + 2 + len(str(hi)) > 15:
+        raise ConfigError(path, "[virt] name_prefix", "too long for isolation ids up to %d: "
+                          "'<prefix>vx<id>' must fit the 15 characters of a Linux interface "
+                          "name" % hi)
     if bool(v[("virt", "kernel")]) != bool(v[("virt", "initrd")]):
         raise ConfigError(path, "[virt] initrd", "kernel and initrd go together (direct kernel "
                           "boot): set both or neither")
@@ -486,6 +577,19 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
         gateway_membership=v[("register", "gateway_membership")],
         compute_membership=v[("register", "compute_membership")],
         hosts_file=v[("register", "hosts_file")] or os.path.join(state, "hosts"),
+        storage_backend=v[("storage", "backend")],
+        storage_backing=v[("storage", "backing")],
+        storage_backing_dir=v[("storage", "backing_dir")],
+        storage_vg=v[("storage", "volume_group")],
+        iqn_prefix=v[("storage", "iqn_prefix")],
+        tgt_control_port=v[("storage", "tgt_control_port")],
+        ssh_connect_timeout=v[("storage", "connect_timeout")],
+        ssh_command_timeout=v[("storage", "command_timeout")],
+        isolation=v[("network", "isolation")],
+        underlay_mtu=v[("network", "underlay_mtu")],
+        vxlan_port=v[("network", "vxlan_port")],
+        trunk_nic=v[("network", "trunk_nic")],
+        ovs_bridge=v[("network", "ovs_bridge")],
         max_start_retries=v[("cron", "max_start_retries")],
         ha_max_restarts=v[("cron", "ha_max_restarts")],
     )

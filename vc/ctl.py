@@ -28,14 +28,14 @@ from typing import Callable, Dict, List, Optional
 
 from vc import addresses, network, register, reservations, states, timeutil
 from vc.db import aware_utc, naive_utc
-from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec
+from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, IscsiDiskSpec
 from vc.errors import InvalidTransition, VcError
 
 LOG = logging.getLogger(__name__)
 
-START_STEPS = ("allocate", "dump", "network", "register", "disks", "boot_gateways",
-               "boot_computes")
-STOP_STEPS = ("shutdown", "undefine", "disks", "unregister", "network", "release")
+START_STEPS = ("allocate", "dump", "network", "isolation", "register", "disks", "storage",
+               "boot_gateways", "boot_computes")
+STOP_STEPS = ("shutdown", "undefine", "disks", "unregister", "isolation", "network", "release")
 
 
 def _open_libvirt_host(name, uri):
@@ -54,9 +54,11 @@ class DhcpRouter:
 
     def __init__(self, ctl, plan):
         self.ctl, self.by_mac = ctl, {n.mac: n.host for n in plan.nodes}
+        # one segment over several hosts: one DHCP server (the first gateway's host) for all
+        self.only = network.dhcp_host(plan) if network.segmented(ctl.cfg, plan) else None
 
     def _host(self, mac):
-        return self.ctl.host(self.by_mac.get(mac) or self.ctl.cfg.hosts[0].name)
+        return self.ctl.host(self.only or self.by_mac.get(mac) or self.ctl.cfg.hosts[0].name)
 
     def add_dhcp_host(self, network_name, mac, ip, name) -> bool:
         return self._host(mac).add_dhcp_host(network_name, DhcpHost(mac, ip, name))
@@ -82,7 +84,7 @@ class Ctl:
 
     def __init__(self, cfg, db, open_host=None, execute=None, clock=timeutil.utcnow,
                  progress: Optional[Callable[[str], None]] = None, actor="vc_ctl", networks=None,
-                 registrar=None):
+                 registrar=None, target_exec=None, host_exec=None):
         self.cfg, self.db = cfg, db
         # libvirt is imported only when a host is first used (an idle tick never needs it)
         self._open_host = open_host or _open_libvirt_host
@@ -92,6 +94,9 @@ class Ctl:
         self.actor = actor
         self.networks = networks or network.LibvirtNetworks()
         self._registrar = registrar
+        # target_exec(Target) / host_exec(host name) -> executor: tests record commands with them
+        self._target_exec = target_exec
+        self._host_exec = host_exec
         self._hosts: Dict[str, object] = {}
         self._hosts_lock = threading.Lock()
         # test hook: die (SIGKILL) right after this step, to prove crash recovery
@@ -181,17 +186,209 @@ class Ctl:
         self.db.transaction(run)
         return ClusterError(msg)
 
+    # ---------------------------------------------------------------- isolation
+    def isolation(self):
+        from vc import isolation
+
+        return isolation.backend_for(self.cfg.isolation, self.cfg.path,
+                                     port=self.cfg.vxlan_port, trunk_nic=self.cfg.trunk_nic,
+                                     ovs_bridge=self.cfg.ovs_bridge)
+
+    def host_exec(self, name):
+        """How to run a command on a physical host (injectable for tests)."""
+        if self._host_exec:
+            return self._host_exec(name)
+        from vc import virt
+
+        uri = next(h.uri for h in self.cfg.hosts if h.name == name)
+        return virt.host_executor(uri)
+
+    def segment(self, plan, host_names):
+        """The cluster's L2 segment over ``host_names``, or None when there is nothing to join:
+        ``isolation = none``, or a single host without an underlay address (its bridge is the
+        whole segment)."""
+        from vc import isolation
+
+        if self.cfg.isolation == "none":
+            return None
+        cfgs = [h for h in self.cfg.hosts if h.name in host_names]
+        if self.cfg.isolation == "vxlan":
+            if len(cfgs) == 1 and not cfgs[0].underlay_ip:
+                return None
+            missing = [h.name for h in cfgs if not h.underlay_ip]
+            if missing:
+                raise ClusterError("rack %d spans hosts %s: [host:%s] underlay_ip is needed to "
+                                   "join them with VXLAN" % (plan.rack, ", ".join(host_names),
+                                                             missing[0]))
+        return isolation.ClusterSegment(
+            rack=plan.rack, isolation_id=plan.isolation_id,
+            bridge=network.names(self.cfg, plan.rack)[1],
+            hosts=[isolation.HostSide(h.name, self.host_exec(h.name), h.underlay_ip,
+                                      h.trunk_nic) for h in cfgs],
+            mtu=self.cfg.underlay_mtu,
+            port=("%svx%d" % (self.cfg.name_prefix, plan.isolation_id)
+                  if self.cfg.isolation == "vxlan" else None))
+
+    def vlan(self, rack: int, action: str, dry_run: bool = False) -> List[str]:
+        """``vc_vlan.py add|del``: put the cluster's nodes on their isolated segment on every host
+        they use, or remove exactly that. ``del`` looks at every configured host that can carry
+        a segment (a crash may have left a piece anywhere). Idempotent.
+
+        The cluster's storage path needs nothing here: QEMU on the gateway's host is the iSCSI
+        initiator, over the hosts' own network, and the target's ACL admits only those hosts.
+        """
+        plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
+        if plan is None:
+            reservations.get(self.db, rack)
+            if action == "add":
+                raise VcError("rack %d has no addresses (not started)" % rack)
+            return []
+        if action == "add":
+            seg = self.segment(plan, sorted({n.host for n in plan.nodes}))
+            return self.isolation().add(seg, dry_run) if seg else []
+        if self.cfg.isolation == "none":
+            return []
+        hosts = [h.name for h in self.cfg.hosts
+                 if h.underlay_ip or self.cfg.isolation != "vxlan"]
+        seg = self.segment(plan, hosts) if hosts else None
+        return self.isolation().delete(seg, dry_run) if seg else []
+
+    def _mtu(self, plan):
+        seg = self.segment(plan, sorted({n.host for n in plan.nodes}))
+        return self.isolation().mtu(seg) if seg and self.cfg.isolation == "vxlan" else None
+
+    # ---------------------------------------------------------------- storage
+    def volumes(self, rack) -> List[dict]:
+        return self.db.query(
+            "SELECT v.id, v.mount_point, v.size_gb, v.appliance, v.iqn, v.lun, v.state, "
+            "v.nfs_export, v.nfs_client_mount, t.name AS target, t.address, t.port, "
+            "t.ssh_user, t.iscsi_port, t.host_key_fingerprint FROM vciscsi v JOIN vciscsitarget "
+            "t ON t.id = v.target_id WHERE v.rack = %s ORDER BY v.mount_point", (rack,))
+
+    def _storage_pool(self):
+        from vc import storage
+
+        key, _ = storage.frontend_key(self.cfg.state_dir)
+        return storage.SSHPool(key, connect_timeout=self.cfg.ssh_connect_timeout,
+                               command_timeout=self.cfg.ssh_command_timeout)
+
+    def _target_backend(self, pool, v):
+        from vc import storage
+
+        t = storage.Target(v["target"], v["address"], v["port"], v["ssh_user"], v["iscsi_port"],
+                           v["host_key_fingerprint"])
+        ex = self._target_exec(t) if self._target_exec else pool.get(t)
+        return t, storage.backend_for(self.cfg.storage_backend, ex,
+                                      backing_dir=self.cfg.storage_backing_dir,
+                                      backing=self.cfg.storage_backing,
+                                      vg=self.cfg.storage_vg,
+                                      control_port=self.cfg.tgt_control_port)
+
+    def initiators(self, plan) -> List[str]:
+        """Who may log in to the cluster's LUNs: the hypervisor hosts of its gateways (QEMU's
+        own initiator runs there)."""
+        out = []
+        for n in plan.nodes:
+            if n.appliance == "gateway":
+                h = next(h for h in self.cfg.hosts if h.name == n.host)
+                ini = h.initiator or h.underlay_ip or "127.0.0.1"
+                if ini not in out:
+                    out.append(ini)
+        return out
+
+    def ensure_storage(self, plan) -> int:
+        """Create (or find) every volume of the cluster on its target; what exists is kept (its
+        data survives stops). Returns the number of volumes."""
+        from vc import storage
+
+        vols = self.volumes(plan.rack)
+        if not vols:
+            return 0
+        by_target: Dict[str, list] = {}
+        for v in vols:
+            by_target.setdefault(v["target"], []).append(v)
+        pool = self._storage_pool()
+        try:
+            for name, vs in by_target.items():
+                _, be = self._target_backend(pool, vs[0])
+                specs = []
+                for v in vs:
+                    iqn = storage.iqn_for(self.cfg.iqn_prefix, plan.rack, v["mount_point"])
+                    specs.append(storage.VolumeSpec(iqn, be.backing_for(storage.volume_name(
+                        plan.rack, v["mount_point"], self.cfg.name_prefix)), v["size_gb"]))
+                be.ensure_volumes(specs, self.initiators(plan))
+                for v, sp in zip(vs, specs):
+                    self.db.transaction(lambda cur, v=v, sp=sp, lun=be.lun: cur.execute(
+                        "UPDATE vciscsi SET iqn = %s, lun = %s, state = 'ready' WHERE id = %s",
+                        (sp.iqn, lun, v["id"])))
+                self.progress("rack %d: %d volume(s) ready on %s" % (plan.rack, len(vs), name))
+        finally:
+            pool.close()
+        return len(vols)
+
+    def remove_storage(self, rack) -> int:
+        """Delete the LUNs and backing storage of a reservation being deleted."""
+        from vc import storage
+
+        vols = [v for v in self.volumes(rack) if v["iqn"]]
+        if not vols:
+            return 0
+        pool = self._storage_pool()
+        try:
+            for v in vols:
+                _, be = self._target_backend(pool, v)
+                be.remove_volume(v["iqn"], be.backing_for(storage.volume_name(
+                    rack, v["mount_point"], self.cfg.name_prefix)))
+                self.db.transaction(lambda cur, v=v: cur.execute(
+                    "UPDATE vciscsi SET iqn = NULL, lun = NULL, state = 'removed' WHERE id = %s",
+                    (v["id"],)))
+        finally:
+            pool.close()
+        return len(vols)
+
+    def context(self, plan, node, vols) -> str:
+        """Kernel command-line keys that tell a guest its role and its storage: the gateway
+        mounts its LUNs and exports them over NFS to the cluster subnet; the computes mount
+        them from the gateway."""
+        keys = ["vc.rack=%d" % plan.rack, "vc.role=%s" % node.appliance]
+        gw = next((n for n in plan.nodes if n.appliance == "gateway"), None)
+        for i, v in enumerate(vols):
+            export = v["nfs_export"] or v["mount_point"]
+            if node.appliance == v["appliance"]:
+                keys.append("vc.mount=/dev/vd%s:%s" % (chr(ord("b") + i), v["mount_point"]))
+                keys.append("vc.nfs_export=%s:%s" % (export, plan.subnet))
+            elif gw is not None:
+                keys.append("vc.nfs_mount=%s:%s:%s" % (gw.ip, export,
+                                                       v["nfs_client_mount"] or v["mount_point"]))
+        return " ".join(keys)
+
     # ---------------------------------------------------------------- XML
-    def domain_spec(self, plan, node) -> DomainSpec:
+    def domain_spec(self, plan, node, vols=None) -> DomainSpec:
+        """A node's domain: its COW disk, the cluster's iSCSI LUNs when it is the appliance
+        that mounts them (the gateway), one NIC on the cluster network, the context on the
+        kernel command line (direct kernel boot)."""
         net, _ = network.names(self.cfg, plan.rack)
+        if vols is None:
+            vols = [v for v in self.volumes(plan.rack) if v["iqn"]]
         cmdline = None
         if self.cfg.kernel:
-            cmdline = self.cfg.cmdline
+            cmdline = " ".join(x for x in (self.cfg.cmdline, self.context(plan, node, vols)) if x)
+        disks = [DiskSpec(self.disk_path(node.name))]
+        for i, v in enumerate(vols):
+            if v["appliance"] == node.appliance:
+                disks.append(IscsiDiskSpec(v["iqn"], v["address"], v["iscsi_port"], v["lun"],
+                                           target="vd%s" % chr(ord("b") + i)))
+        if self.cfg.isolation == "ovs":
+            from vc import isolation
+
+            nic = isolation.OvsInterfaceSpec(mac=node.mac, bridge=self.cfg.ovs_bridge,
+                                             vlan=plan.isolation_id)
+        else:
+            nic = InterfaceSpec(mac=node.mac, network=net)
         return DomainSpec(
             name=self.domain_name(node.name), memory_mb=node.memory_mb, vcpus=node.vcpus,
             domain_type=self.cfg.domain_type, kernel=self.cfg.kernel, initrd=self.cfg.initrd,
-            cmdline=cmdline, disks=[DiskSpec(self.disk_path(node.name))],
-            interfaces=[InterfaceSpec(mac=node.mac, network=net)],
+            cmdline=cmdline, disks=disks, interfaces=[nic],
             console_log=self.console_path(node.name),
             metadata={"rack": str(plan.rack), "node": node.name, "appliance": node.appliance})
 
@@ -268,9 +465,15 @@ class Ctl:
             self._step_done(rack, "start", step, path)
 
             step = "network"
+            mtu = self._mtu(plan)
             for h in sorted({n.host for n in plan.nodes}):
-                self.networks.ensure(self.cfg, plan, self.host(h))
+                self.networks.ensure(self.cfg, plan, self.host(h), mtu)
             self._step_done(rack, "start", step, network.names(self.cfg, rack)[0])
+
+            step = "isolation"
+            did = self.vlan(rack, "add")
+            self._step_done(rack, "start", step, "%s, %d change(s)" % (self.cfg.isolation,
+                                                                        len(did)))
 
             step = "register"
             added = self.registrar(plan).register(self.entries(plan),
@@ -286,6 +489,10 @@ class Ctl:
                 virt.create_cow_disk(self.disk_path(n.name), self.cfg.image(n.appliance),
                                      n.disk_gb, self.execute)
             self._step_done(rack, "start", step)
+
+            step = "storage"
+            n = self.ensure_storage(plan)
+            self._step_done(rack, "start", step, "%d volume(s)" % n)
 
             step = "boot_gateways"
             gws = [n for n in plan.nodes if n.appliance == "gateway"]
@@ -427,6 +634,10 @@ class Ctl:
                                                 network.names(self.cfg, rack)[0])
             self._step_done(rack, "stop", step)
 
+            step = "isolation"
+            self.vlan(rack, "del")
+            self._step_done(rack, "stop", step)
+
             step = "network"
             for h in self.cfg.hosts:
                 self.networks.remove(self.cfg, rack, self.host(h.name))
@@ -458,14 +669,45 @@ class Ctl:
         return {"rack": rack, "state": "stopped", "changed": True}
 
     def _finish_delete(self, rack):
-        def run(cur):
-            row = states.lock(cur, rack)
-            states.transition(cur, row, states.DELETING, self.clock(), self.actor,
-                              "delete requested earlier")
-            states.transition(cur, row, states.DELETED, self.clock(), self.actor, "deleted")
+        """``stopped`` (or an interrupted ``deleting``) → remove the volumes' LUNs and backing
+        storage → the row is deleted. A storage failure leaves it ``failed`` with the error;
+        ``delete`` or the tick tries again."""
 
-        self.db.transaction(run)
+        def begin(cur):
+            row = states.lock(cur, rack)
+            if row["state"] != states.DELETING:
+                states.transition(cur, row, states.DELETING, self.clock(), self.actor,
+                                  "delete requested", action="delete it")
+
+        self.db.transaction(begin)
+        try:
+            n = self.remove_storage(rack)
+        except Exception as e:
+            raise self._fail(rack, "delete", "storage", e) from e
+
+        def done(cur):
+            row = states.lock(cur, rack)
+            states.transition(cur, row, states.DELETED, self.clock(), self.actor,
+                              "deleted (%d volume(s) removed)" % n)
+
+        self.db.transaction(done)
         self.progress("rack %d: deleted" % rack)
+
+    def delete(self, rack: int, confirm_volumes: bool = False) -> dict:
+        """Delete a reservation whose cluster is not running, with its volumes' LUNs and
+        backing storage, or finish an interrupted delete. Volumes holding data need
+        ``confirm_volumes``."""
+        lock = self._lock(rack)
+        try:
+            vols = [v for v in self.volumes(rack) if v["iqn"]]
+            if vols and not confirm_volumes:
+                raise VcError("reservation %d has %d iSCSI volume(s) with data (%s): confirm "
+                              "that they are to be destroyed (--delete-volumes)"
+                              % (rack, len(vols), ", ".join(v["mount_point"] for v in vols)))
+            self._finish_delete(rack)
+            return {"rack": rack, "state": "deleted", "changed": True}
+        finally:
+            lock.close()
 
     def _find_domains(self, rack, nodes):
         """The cluster's domains: those its node rows name, plus any other domain on any host

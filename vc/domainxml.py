@@ -120,6 +120,28 @@ class DiskSpec(_XmlObject):
 
 
 @dataclass
+class IscsiDiskSpec(_XmlObject):
+    """An iSCSI LUN attached as a network disk (QEMU's own initiator, no host initiator needed):
+    how the gateway gets its reservation's volumes."""
+
+    iqn: str
+    host: str
+    port: int = 3260
+    lun: int = 1
+    target: str = "vdb"
+    bus: str = "virtio"
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("disk", {"type": "network", "device": "disk"})
+        # cache none: the LUN is the only copy of the user's data, write through to the target
+        _sub(el, "driver", name="qemu", type="raw", cache="none")
+        src = _sub(el, "source", protocol="iscsi", name="%s/%d" % (self.iqn, self.lun))
+        _sub(src, "host", name=self.host, port=str(self.port))
+        _sub(el, "target", dev=self.target, bus=self.bus)
+        return el
+
+
+@dataclass
 class DomainSpec(_XmlObject):
     """A VC guest: direct kernel boot when ``kernel`` is set, else boot from the first disk.
 
@@ -136,7 +158,7 @@ class DomainSpec(_XmlObject):
     kernel: Optional[str] = None
     initrd: Optional[str] = None
     cmdline: Optional[str] = None
-    disks: List[DiskSpec] = field(default_factory=list)
+    disks: List[object] = field(default_factory=list)  # DiskSpec, IscsiDiskSpec
     interfaces: List[InterfaceSpec] = field(default_factory=list)
     console_log: Optional[str] = None
     uuid: Optional[str] = None
@@ -233,13 +255,15 @@ class DhcpHost(_XmlObject):
 class NetworkSpec(_XmlObject):
     """An isolated libvirt network (no ``<forward>``): one bridge, one IPv4 subnet, DHCP.
 
-    ``address``/``prefix`` is the host side of the bridge (the guests' DHCP server).
+    ``address``/``prefix`` is the host side of the bridge (the guests' DHCP server). Without an
+    address the network is a bare bridge (no ``<ip>``, no dnsmasq): a cluster's segment on a
+    host other than the one serving its DHCP.
     """
 
     name: str
     bridge: str
-    address: str
-    prefix: int
+    address: Optional[str] = None
+    prefix: Optional[int] = None
     dhcp_start: Optional[str] = None
     dhcp_end: Optional[str] = None
     hosts: List[DhcpHost] = field(default_factory=list)
@@ -249,6 +273,10 @@ class NetworkSpec(_XmlObject):
         if not self.bridge or len(self.bridge) > _MAX_BRIDGE:
             raise ValueError("network %s: bridge name %r is not 1-%d characters"
                              % (self.name, self.bridge, _MAX_BRIDGE))
+        if self.address is None:
+            if self.hosts or self.dhcp_start is not None:
+                raise ValueError("network %s: DHCP needs an address" % self.name)
+            return
         iface = ipaddress.IPv4Interface("%s/%s" % (self.address, self.prefix))
         if (self.dhcp_start is None) != (self.dhcp_end is None):
             raise ValueError("network %s: give both dhcp_start and dhcp_end, or neither"
@@ -258,7 +286,9 @@ class NetworkSpec(_XmlObject):
                 raise ValueError("network %s: %s is outside %s" % (self.name, addr, iface.network))
 
     @property
-    def netmask(self) -> str:
+    def netmask(self) -> Optional[str]:
+        if self.address is None:
+            return None
         return str(ipaddress.IPv4Interface("%s/%s" % (self.address, self.prefix)).netmask)
 
     def to_element(self) -> ET.Element:
@@ -268,6 +298,8 @@ class NetworkSpec(_XmlObject):
         _sub(net, "bridge", name=self.bridge, stp="off", delay=0)
         if self.mtu:
             _sub(net, "mtu", size=int(self.mtu))
+        if self.address is None:
+            return net
         ip = _sub(net, "ip", address=self.address, netmask=self.netmask)
         if self.dhcp_start is not None or self.hosts:
             dhcp = _sub(ip, "dhcp")

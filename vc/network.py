@@ -18,23 +18,42 @@ def names(cfg, rack: int):
     return "%s-net%d" % (cfg.name_prefix, rack), "%sbr%d" % (cfg.name_prefix, rack)
 
 
-def spec(cfg, plan, host_name=None) -> NetworkSpec:
-    """The network of a cluster on one host. A network created now already carries the DHCP
-    host entries of the nodes placed on that host: one define instead of one
+def segmented(cfg, plan) -> bool:
+    """Is the cluster one L2 segment over several hosts (joined by the isolation backend)?"""
+    return cfg.isolation != "none" and len({n.host for n in plan.nodes}) > 1
+
+
+def dhcp_host(plan) -> str:
+    """The host whose network serves DHCP for the whole segment: the first gateway's."""
+    return plan.nodes[0].host
+
+
+def spec(cfg, plan, host_name=None, mtu=None) -> NetworkSpec:
+    """The network of a cluster on one host.
+
+    Without a segment across hosts, every host's network has the ``.1`` address and serves its
+    own nodes. With one, only :func:`dhcp_host` has an address and dnsmasq (for all nodes);
+    the others get a bare bridge, so one DHCP server and one ``.1`` serve the segment.
+    A network created now already carries its DHCP host entries: one define instead of one
     ``virNetworkUpdate`` (0.2 s, a dnsmasq reload) per node. The registrar then finds them in
     place; on a network that already exists it adds what is missing with ``virNetworkUpdate``."""
     net, bridge = names(cfg, plan.rack)
-    hosts = [DhcpHost(n.mac, n.ip, n.name) for n in plan.nodes
-             if host_name is not None and n.host == host_name]
+    if segmented(cfg, plan):
+        if host_name != dhcp_host(plan):
+            return NetworkSpec(name=net, bridge=bridge, mtu=mtu)
+        serve = plan.nodes
+    else:
+        serve = [n for n in plan.nodes if host_name is not None and n.host == host_name]
+    hosts = [DhcpHost(n.mac, n.ip, n.name) for n in serve]
     return NetworkSpec(name=net, bridge=bridge, address=plan.bridge_ip,
-                       prefix=plan.subnet.prefixlen, hosts=hosts)
+                       prefix=plan.subnet.prefixlen, hosts=hosts, mtu=mtu)
 
 
 class LibvirtNetworks:
-    """Backend ``libvirt``: ensure/remove the cluster's libvirt network on one host."""
+    """Ensure/remove the cluster's libvirt network on one host."""
 
-    def ensure(self, cfg, plan, host) -> bool:
-        return host.ensure_network(spec(cfg, plan, host.name))
+    def ensure(self, cfg, plan, host, mtu=None) -> bool:
+        return host.ensure_network(spec(cfg, plan, host.name, mtu))
 
     def remove(self, cfg, rack: int, host) -> bool:
         return host.remove_network(names(cfg, rack)[0])

@@ -313,7 +313,9 @@ def _authorize(row, actor, admin):
 
 
 def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
-    """Change the end of a reservation that has not ended (longer or shorter).
+    """Change the end of a reservation that has not ended (longer or shorter), or reopen a
+    ``stopped`` one from now to ``new_end`` (``stopped → reserved``; the next tick or
+    ``vc_ctl start`` starts it again, with its iSCSI volumes and their data).
 
     :param new_end: a user-typed time or an aware datetime.
     """
@@ -327,6 +329,8 @@ def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
         _lock_admission(cur)
         row = states.lock(cur, rack)
         _authorize(row, actor, admin)
+        if row["state"] == states.STOPPED and not row["pending"]:
+            return _reopen(cfg, cur, row, end, now, actor)
         if row["state"] not in (states.RESERVED, states.STARTING, states.RUNNING, states.FAILED) \
                 or row["pending"]:
             raise InvalidTransition(rack=rack, state=row["state"] + (
@@ -356,6 +360,26 @@ def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
         return end
 
     return db.transaction(run)
+
+
+def _reopen(cfg, cur, row, end, now, actor):
+    tz = cfg.tzinfo()
+    if end <= now:
+        raise ValidationError({"end": "new end (%s) must be after now (%s)" % (
+            timeutil.show(end, tz), timeutil.show(now, tz))})
+    if end - now > timedelta(hours=cfg.max_hours):
+        raise ValidationError({"end": "a reservation may last at most %d hours, this would "
+                                      "last %.1f" % (cfg.max_hours,
+                                                     (end - now).total_seconds() / 3600)})
+    rack = row["rack"]
+    admit(cfg, cur, now, end, _resources(cur, rack), now, exclude_rack=rack)
+    start = now.replace(microsecond=0)
+    cur.execute("UPDATE vcregist SET start_at = %s, end_at = %s, updated_at = %s WHERE rack = %s",
+                (naive_utc(start), naive_utc(end), naive_utc(now), rack))
+    _note_longest(cur, start, end)
+    states.transition(cur, row, states.RESERVED, now, actor, "reopened until %s"
+                      % timeutil.iso(end), action="reopen it")
+    return end
 
 
 def stop_now(cfg, db, rack: int, now, actor: str, admin: bool = False) -> str:
@@ -394,16 +418,37 @@ def holds_resources(cur, rack) -> bool:
     return cur.fetchone()["n"] > 0
 
 
-def delete(cfg, db, rack: int, now, actor: str, admin: bool = False) -> str:
-    """Delete a reservation. One that holds nothing goes at once (``deleted``); a started one is
-    marked ``pending = 'delete'`` with its end moved to now: it is stopped, then deleted, by the
-    tick or ``vc_ctl``. Returns ``deleted`` or the state it waits in.
+def volumes_with_data(cur, rack) -> List[str]:
+    """Mount points of the reservation's volumes that exist on their target (hold data)."""
+    cur.execute("SELECT mount_point FROM vciscsi WHERE rack = %s AND iqn IS NOT NULL "
+                "ORDER BY mount_point", (rack,))
+    return [r["mount_point"] for r in cur.fetchall()]
+
+
+def delete(cfg, db, rack: int, now, actor: str, admin: bool = False,
+           confirm_volumes: bool = False) -> str:
+    """Delete a reservation. One that holds nothing goes at once (``deleted``). A started one,
+    or one whose iSCSI volumes exist on their target, is marked ``pending = 'delete'`` (its end
+    moved to now): the tick or ``vc_ctl`` stops it, removes the volumes, then deletes it.
+    Volumes that hold data are destroyed only with ``confirm_volumes``.
+
+    :returns: ``deleted`` or the state it waits in.
     """
 
     def run(cur):
         row = states.lock(cur, rack)
         _authorize(row, actor, admin)
         st = row["state"]
+        data = volumes_with_data(cur, rack)
+        if data and not confirm_volumes:
+            raise VcError("reservation %d has %d iSCSI volume(s) holding data (%s): confirm that "
+                          "they are to be destroyed" % (rack, len(data), ", ".join(data)))
+        if data and st in (states.RESERVED, states.STOPPED):
+            cur.execute("UPDATE vcregist SET pending = 'delete', end_at = LEAST(end_at, %s), "
+                        "updated_at = %s WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
+            states.event(cur, rack, now, actor, "delete requested: its volumes are removed "
+                         "first", st, st)
+            return st
         if st in (states.RESERVED, states.STOPPED) or (
                 st == states.FAILED and not holds_resources(cur, rack)):
             states.transition(cur, row, states.DELETING, now, actor, "delete requested",

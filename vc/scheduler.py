@@ -59,7 +59,8 @@ def _due(db, now) -> List[Action]:
         "state IN ('starting', 'stopping', 'deleting') "
         "OR (state IN ('running', 'failed') AND (end_at <= %s OR pending = 'delete')) "
         "OR (state = 'reserved' AND (start_at <= %s OR end_at <= %s OR pending = 'delete')) "
-        "OR state = 'failed' ORDER BY start_at, rack", (n, n, n))
+        "OR state = 'failed' OR (state = 'stopped' AND pending = 'delete') "
+        "ORDER BY start_at, rack", (n, n, n))
     resume, stops, starts = [], [], []
     for r in rows:
         ended = aware_utc(r["end_at"]) <= now
@@ -71,6 +72,8 @@ def _due(db, now) -> List[Action]:
                 resume.append(Action(r["rack"], "resume-start", "start was interrupted"))
         elif st in (states.STOPPING, states.DELETING):
             resume.append(Action(r["rack"], "resume-stop", "stop was interrupted"))
+        elif st == states.STOPPED:
+            stops.append(Action(r["rack"], "delete", "delete requested"))
         elif st == states.RESERVED and (ended or r["pending"] == "delete"):
             stops.append(Action(r["rack"], "expire", "ended before it started"))
         elif st in (states.RUNNING, states.FAILED) and (ended or r["pending"] == "delete"):
@@ -193,6 +196,9 @@ class Scheduler:
         try:
             if a.verb in ("start", "resume-start", "retry-start"):
                 a.result = self.ctl.start(a.rack)["state"]
+            elif a.verb == "delete":
+                # confirmed when the delete was requested (pending = 'delete')
+                a.result = self.ctl.delete(a.rack, confirm_volumes=True)["state"]
             else:
                 a.result = self.ctl.stop(a.rack, "tick: " + a.why)["state"]
         except Exception as e:  # one cluster's failure never blocks the others

@@ -32,7 +32,8 @@ NEXT = {
     STARTING: (RUNNING, FAILED, STOPPING),
     RUNNING: (STOPPING,),
     STOPPING: (STOPPED, FAILED),
-    STOPPED: (DELETING,),
+    # reopened by extending its end (its volumes still hold their data)
+    STOPPED: (RESERVED, DELETING),
     # a failed start or stop is retried, cleaned up, or (when nothing is held) deleted
     FAILED: (STARTING, STOPPING, DELETING),
     DELETING: (DELETED, FAILED),

@@ -618,6 +618,30 @@ def run_local(argv: List[str], timeout: Optional[float] = 600) -> str:
     return res.stdout
 
 
+def host_executor(uri: str) -> Execute:
+    """How to run a command on the physical host behind a libvirt URI: here for a local URI
+    (``qemu:///system``), over ``ssh`` for ``qemu+ssh://[user@]host[:port]/...`` (the same trust
+    libvirt's own SSH transport uses: the system's known_hosts, BatchMode)."""
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(uri)
+    scheme, _, transport = u.scheme.partition("+")
+    if not u.hostname and not transport:
+        return run_local
+    if transport == "ssh" and u.hostname:
+        dest = ("%s@%s" % (u.username, u.hostname)) if u.username else u.hostname
+        prefix = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if u.port:
+            prefix += ["-p", str(u.port)]
+
+        def ssh_execute(argv: List[str]) -> str:
+            return run_local(prefix + [dest, "--", shlex.join(argv)])
+
+        return ssh_execute
+    raise HypervisorError(host=uri, op="run host commands",
+                          detail="only local and qemu+ssh:// hosts are supported")
+
+
 def image_format(path: str, execute: Optional[Execute] = None) -> str:
     """The format (``raw``, ``qcow2``, ...) of an image, as ``qemu-img info`` detects it."""
     execute = execute or run_local

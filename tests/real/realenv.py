@@ -39,7 +39,7 @@ def libvirtd():
 
 
 class RealEnv:
-    def __init__(self, tmp, migrated, prefix, pool):
+    def __init__(self, tmp, migrated, prefix, pool, extra=None):
         self.prefix = prefix
         self.state = os.path.join(tmp, "state")
         os.makedirs(os.path.join(self.state, "images"), exist_ok=True)
@@ -55,6 +55,8 @@ class RealEnv:
         data["virt"] = {"name_prefix": prefix, "kernel": os.path.join(GUEST, "vmlinux"),
                         "initrd": os.path.join(GUEST, "initrd.img"), "boot_timeout": "60",
                         "shutdown_timeout": "20"}
+        for section, kv in (extra or {}).items():
+            data.setdefault(section, {}).update(kv)
         self.conf = os.path.join(tmp, "vc.conf")
         write_conf(self.conf, data)
 

@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import threading
-import uuid
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -39,8 +39,9 @@ STATUS = {200: "OK", 201: "Created", 303: "See Other", 304: "Not Modified", 400:
 
 SECURITY_HEADERS = [
     # no scripts at all; inline CSS only; forms only to ourselves; never framed (clickjacking)
-    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' "
-                                "data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
+                                "img-src 'self' data:; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
@@ -129,15 +130,11 @@ class Request:
     def form_items(self) -> List[Tuple[str, str]]:
         if not hasattr(self, "_items"):
             ctype = self.environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-            try:
-                length = int(self.environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                raise HTTPError(400, "bad Content-Length") from None
-            if length > MAX_BODY:
+            raw = self.environ.get("vc.body", b"")
+            if raw is None:
                 raise HTTPError(413, "the form is larger than %d bytes" % MAX_BODY)
-            if length and ctype not in ("application/x-www-form-urlencoded", ""):
+            if raw and ctype not in ("application/x-www-form-urlencoded", ""):
                 raise HTTPError(415, "forms must be sent as application/x-www-form-urlencoded")
-            raw = self.environ["wsgi.input"].read(length) if length > 0 else b""
             try:
                 text = raw.decode("utf-8")
                 self._items = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
@@ -176,12 +173,22 @@ class Request:
     @property
     def csrf_token(self) -> str:
         if self._token is None:
-            self._token = security.make_token(self.app.secret(self.cfg), self.user)
+            # issued at a 10-minute mark: the same token for a while, so a page can be reused
+            issued = time.time() // security.TOKEN_STEP * security.TOKEN_STEP
+            self._token = security.make_token(self.app.secret(self.cfg), self.user, issued)
         return self._token
 
     def url(self, path: str = "/", **query) -> str:
         q = {k: v for k, v in query.items() if v is not None and v != ""}
         return self.base + quote(path) + ("?" + urlencode(q) if q else "")
+
+    @property
+    def json_url(self) -> str:
+        """This page's JSON twin."""
+        q = [(k, v) for k, v in parse_qsl(self.environ.get("QUERY_STRING", ""),
+                                          keep_blank_values=True) if k not in ("format", "msg")]
+        q.append(("format", "json"))
+        return self.base + quote(self.path or "/") + "?" + urlencode(q)
 
     def tz(self):
         return self.cfg.tzinfo()
@@ -263,7 +270,7 @@ class App:
         if hit and hit[0] == mtime and mtime is not None:
             return hit[1], hit[2]
         cfg = vconfig.load(path)
-        settings = self.fixed_settings or wsettings.load(path)
+        settings = self.fixed_settings or wsettings.for_config(cfg)
         setup_logging(cfg)
         self._cfg_cache[path] = (mtime, cfg, settings)
         return cfg, settings
@@ -306,6 +313,7 @@ class App:
     def handle(self, environ) -> Response:
         req = None
         try:
+            read_body(environ)
             security.check_host(environ)
             cfg, settings = self.config(environ)
             req = Request(self, environ, cfg, settings)
@@ -333,7 +341,7 @@ class App:
         except VcError as e:
             return self.error_page(req, environ, 409, str(e))
         except Exception:
-            ref = uuid.uuid4().hex[:12]
+            ref = os.urandom(6).hex()  # (uuid would import platform: ~2 ms a CGI)
             LOG.exception("internal error, reference %s, %s %s", ref,
                           environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return self.error_page(req, environ, 500, "internal error (a bug): the log has the "
@@ -382,8 +390,38 @@ class App:
         return out
 
 
+def read_body(environ):
+    """Read the whole request body first, whatever the answer will be: a CGI that exits with
+    unread input makes mod_cgid's socket reset, and the browser gets a truncated page.
+    ``environ["vc.body"]`` is the bytes, or None when larger than :data:`MAX_BODY`."""
+    if "vc.body" in environ:
+        return
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ.get("wsgi.input")
+    if length <= 0 or stream is None:
+        environ["vc.body"] = b""
+        return
+    if length <= MAX_BODY:
+        environ["vc.body"] = stream.read(length)
+        return
+    left = min(length, 64 * MAX_BODY)  # drain a too-large body (up to 4 MB), keep none of it
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            break
+        left -= len(chunk)
+    environ["vc.body"] = None
+
+
+IDLE_PING = 5.0
+
+
 class _PooledDatabase:
-    """A :class:`vc.db.Database` that reuses one connection per thread (checked with a ping)."""
+    """A :class:`vc.db.Database` that reuses one connection per thread (pinged after
+    :data:`IDLE_PING` idle seconds)."""
 
     def __init__(self, cfg, local):
         from vc.db import Database
@@ -396,9 +434,16 @@ class _PooledDatabase:
         conn = getattr(self._local, "conn", None)
         key = (self.cfg.db_socket, self.cfg.db_host, self.cfg.db_port, self.cfg.db_name,
                self.cfg.db_user)
+        now = time.monotonic()
         if conn is not None and getattr(self._local, "key", None) == key:
+            # a connection used in the last seconds is alive; an idle one is pinged (the
+            # server may have restarted or timed it out)
+            if now - self._local.used < IDLE_PING:
+                self._local.used = now
+                return conn
             try:
                 conn.ping(reconnect=False)
+                self._local.used = now
                 return conn
             except Exception:
                 try:
@@ -406,11 +451,19 @@ class _PooledDatabase:
                 except Exception:
                     pass
         conn = self._db.connect()
-        self._local.conn, self._local.key = conn, key
+        self._local.conn, self._local.key, self._local.used = conn, key, now
         return conn
 
     def transaction(self, fn, conn=None):
-        return self._db.transaction(fn, conn=conn or self._conn())
+        if conn is not None:
+            return self._db.transaction(fn, conn=conn)
+        conn = self._conn()
+        try:
+            return self._db.transaction(fn, conn=conn)
+        except Exception:
+            if not conn.open:  # lost: the next request connects afresh
+                self._local.conn = None
+            raise
 
     def query(self, sql, args=()):
         def run(cur):

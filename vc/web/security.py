@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 LOG = logging.getLogger(__name__)
 
 TOKEN_TTL = 24 * 3600  # a form left open over night still works the next morning
+TOKEN_STEP = 600  # pages issue tokens at 10-minute marks
 SECRET_BYTES = 32
 
 

@@ -17,8 +17,7 @@ they are read here from the raw file at ``cfg.path``; every problem is a
 
 import configparser
 import re
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from vc.errors import ConfigError
 
@@ -27,8 +26,8 @@ USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
 
-@dataclass(frozen=True)
-class WebSettings:
+class WebSettings(NamedTuple):
+    # (a NamedTuple, not a dataclass: cheaper to define, and every CGI page defines it)
     user: str = "root"
     port: int = 8080
     url_prefix: str = "/vc"
@@ -106,11 +105,14 @@ def load(path: str) -> WebSettings:
 def for_config(cfg) -> WebSettings:
     """The web settings of a loaded :class:`vc.config.Config`.
 
-    Once ``[web]`` is part of ``vc.config.SCHEMA`` this can read the parsed values instead.
-    A config built in memory (tests) whose path does not exist gets the defaults.
+    Once ``[web]`` is part of ``vc.config.SCHEMA`` (fields ``web_user``, ``web_port``,
+    ``web_url_prefix``) the parsed values are used; until then the file is read here. A config
+    built in memory (tests) whose path does not exist gets the defaults.
     """
     import os
 
+    if hasattr(cfg, "web_user"):
+        return WebSettings(cfg.web_user, cfg.web_port, cfg.web_url_prefix)
     if not cfg.path or not os.path.exists(cfg.path):
         return WebSettings()
     return load(cfg.path)

@@ -17,7 +17,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HOST_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                      r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-PIN_RE = re.compile(r"^[a-z0-9@.-]{3,40} SHA256:[A-Za-z0-9+/]{43}$")
+PIN_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 FIELDS = ("name", "address", "port", "ssh_user", "iscsi_port")
 DEFAULTS = {"name": "", "address": "", "port": "22", "ssh_user": "root", "iscsi_port": "3260"}
 

@@ -27,8 +27,9 @@ class HostKey:
 
     @property
     def pin(self) -> str:
-        """What is stored: ``<type> SHA256:...``."""
-        return "%s %s" % (self.key_type, self.fingerprint)
+        """What is stored in ``vciscsitarget.host_key_fingerprint``: the ``SHA256:...``
+        fingerprint alone, as the storage code compares it with the key a target offers."""
+        return self.fingerprint
 
 
 class ConnectFailed(Exception):

@@ -6,15 +6,16 @@ through :mod:`vc.reservations`, which validates, runs admission control, checks 
 writes in one transaction, so a refused request writes nothing.
 """
 
+import threading
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Dict, List, Optional
 
 from vc import states
-from vc.db import aware_utc
 from vc.errors import CapacityError, NotFound, ValidationError, VcError
-from vc.web.app import HTTPError, redirect
+from vc.web.app import HTTPError, Response, redirect
 
-PAGE_SIZE = 50
+PAGE_SIZE = 20  # like Horizon's (the Blazar dashboard) default page
 VOLUME_ROWS_MAX = 8
 SHOWS = ("all", "current", "mine")
 
@@ -193,64 +194,138 @@ def _res_summary(res: dict) -> str:
     return ", ".join(parts) or "no nodes"
 
 
+def _safe(token):
+    """The CSRF token (digits, a dot and hex) as markup: it is written three times a row."""
+    from markupsafe import Markup
+
+    assert all(c in "0123456789abcdef." for c in token)
+    return Markup(token)
+
+
 def _in(n):
     return ",".join(["%s"] * n)
 
 
-def _load_page(req, show, page):
+class Row(dict):
+    """A reservation for the list page: its dict is what the JSON twin shows; attributes set on
+    it (``url``, ``window``, ``end_input``) are for the template only. Attribute access to keys
+    keeps the template loop fast (Jinja tries ``getattr`` first)."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _fetch(req, show, page):
+    """One page of reservations in one query (with their resources and how many nodes and
+    volumes they have), then the nodes and volumes of the racks that have some. One row more
+    than a page tells whether there is a next page (no COUNT over the whole table).
+
+    :returns: ``(more, rows, nodes, volumes)`` as the database gave them (rows are tuples).
+    """
+    from vc.db import naive_utc
+
     where, args = [], []
     if show == "current":
-        where.append("(end_at > %s OR state IN ('starting', 'running', 'stopping', 'failed', "
+        where.append("(r.end_at > %s OR r.state IN ('starting', 'running', 'stopping', 'failed', "
                      "'deleting'))")
-        from vc.db import naive_utc
-
         args.append(naive_utc(req.now))
     elif show == "mine":
-        where.append("owner = %s")
+        where.append("r.owner = %s")
         args.append(req.user)
-    sql_where = (" WHERE " + " AND ".join(where)) if where else ""
+    # what is not over yet: soonest first; everything: newest first
+    order = "r.start_at, r.rack" if show == "current" else "r.start_at DESC, r.rack DESC"
+    sql = (
+        "SELECT r.rack, r.owner, UNIX_TIMESTAMP(r.start_at), UNIX_TIMESTAMP(r.end_at), r.state, "
+        "r.pending, r.error, r.comment, CONCAT_WS(',', g.count, g.memory_mb, g.disk_gb, "
+        "g.vcpus), CONCAT_WS(',', c.count, c.memory_mb, c.disk_gb, c.vcpus), "
+        "(SELECT COUNT(*) FROM vcnode n WHERE n.rack = r.rack), "
+        "(SELECT COUNT(*) FROM vciscsi v WHERE v.rack = r.rack) "
+        # the index walk stops after one page (without it MariaDB sorts the whole table)
+        "FROM vcregist r FORCE INDEX (by_start) "
+        "LEFT JOIN vcresource g ON g.rack = r.rack AND g.appliance = 'gateway' "
+        "LEFT JOIN vcresource c ON c.rack = r.rack AND c.appliance = 'compute'"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY " + order + " LIMIT %s OFFSET %s")
 
     def run(cur):
-        cur.execute("SELECT COUNT(*) AS n FROM vcregist" + sql_where, args)
-        total = int(cur.fetchone()["n"])
-        cur.execute("SELECT rack, owner, start_at, end_at, state, pending, error, comment "
-                    "FROM vcregist" + sql_where + " ORDER BY start_at DESC, rack DESC "
-                    "LIMIT %s OFFSET %s", args + [PAGE_SIZE, (page - 1) * PAGE_SIZE])
-        rows = list(cur.fetchall())
-        racks = [r["rack"] for r in rows]
-        res: Dict[int, dict] = {}
+        cur.execute(sql, args + [PAGE_SIZE + 1, (page - 1) * PAGE_SIZE])
+        rows = [tuple(r.values()) for r in cur.fetchall()]
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
         nodes: Dict[int, list] = {}
         vols: Dict[int, list] = {}
-        if racks:
-            cur.execute("SELECT rack, appliance, count, memory_mb, disk_gb, vcpus FROM vcresource "
-                        "WHERE rack IN (%s)" % _in(len(racks)), racks)
-            for r in cur.fetchall():
-                res.setdefault(r.pop("rack"), {})[r.pop("appliance")] = r
+        with_nodes = [r[0] for r in rows if r[10]]
+        with_vols = [r[0] for r in rows if r[11]]
+        if with_nodes:
             cur.execute("SELECT rack, name, appliance, `rank`, mac, ip, public_ip, host, state "
                         "FROM vcnode WHERE rack IN (%s) ORDER BY rack, appliance DESC, `rank`"
-                        % _in(len(racks)), racks)
+                        % _in(len(with_nodes)), with_nodes)
             for r in cur.fetchall():
                 nodes.setdefault(r.pop("rack"), []).append(r)
+        if with_vols:
             cur.execute("SELECT v.rack, v.mount_point, v.size_gb, v.state, t.name AS target "
                         "FROM vciscsi v JOIN vciscsitarget t ON t.id = v.target_id "
-                        "WHERE v.rack IN (%s) ORDER BY v.rack, v.mount_point" % _in(len(racks)),
-                        racks)
+                        "WHERE v.rack IN (%s) ORDER BY v.rack, v.mount_point"
+                        % _in(len(with_vols)), with_vols)
             for r in cur.fetchall():
                 vols.setdefault(r.pop("rack"), []).append(r)
-        return total, rows, res, nodes, vols
+        return more, rows, nodes, vols
 
-    total, rows, res, nodes, vols = req.db.transaction(run)
+    return req.db.transaction(run)
+
+
+def _build(req, rows, nodes, vols) -> List[Row]:
+    """The fetched rows as the page and its JSON twin show them."""
+    from datetime import datetime, timezone
+
     out = []
-    for r in rows:
-        item = {"rack": r["rack"], "owner": r["owner"], "state": r["state"],
-                "pending": r["pending"], "error": r["error"], "comment": r["comment"],
-                "start": aware_utc(r["start_at"]), "end": aware_utc(r["end_at"]),
-                "resources": res.get(r["rack"], {}), "nodes": nodes.get(r["rack"], []),
-                "volumes": vols.get(r["rack"], [])}
-        item["summary"] = _res_summary(item["resources"])
+    tz, base, utc = req.tz(), req.base, timezone.utc
+    fromts = datetime.fromtimestamp
+    for t in rows:
+        rack = t[0]
+        start, end = fromts(int(t[2]), utc), fromts(int(t[3]), utc)
+        res = {}
+        for app, packed in (("gateway", t[8]), ("compute", t[9])):
+            if packed:
+                c, m, d, v = (int(x) for x in packed.split(","))
+                res[app] = {"count": c, "memory_mb": m, "disk_gb": d, "vcpus": v}
+        item = Row(rack=rack, owner=t[1], state=t[4], pending=t[5], error=t[6], comment=t[7],
+                   start=start, end=end, resources=res, nodes=nodes.get(rack, []),
+                   volumes=vols.get(rack, []))
+        item["summary"] = _res_summary(res)
         item["actions"] = actions_for(req, item)
+        item.url = "%s/reservations/%d" % (base, rack)
+        ls, le = start.astimezone(tz), end.astimezone(tz)
+        item.end_input = le.strftime("%Y-%m-%d %H:%M")
+        item.window = "%s %s → %s %s" % (ls.strftime("%Y-%m-%d %H:%M"), ls.tzname(),
+                                         item.end_input, le.tzname())
+        item.__dict__.update(item)  # plain attributes: the template's getattr hits at once
         out.append(item)
-    return total, out
+    return out
+
+
+# Rendered View registrations pages, by everything they show (see _page_key): under mod_wsgi a
+# page asked for again with nothing changed is not rendered again. Per process, a few pages.
+_PAGES: "OrderedDict[tuple, str]" = OrderedDict()
+_PAGES_MAX = 32
+_PAGES_LOCK = threading.Lock()
+
+
+def _page_key(req, template, more, rows, nodes, vols) -> tuple:
+    """Every input of the rendered page: the request (path, query: filter, page, flash
+    message), who asks (user, admin, the CSRF token of the forms), the site time zone, the
+    template, the fetched data, and what depends on the clock (which ends are still ahead)."""
+    now = req.now.timestamp()
+    return (id(template), req.method, req.base, req.path, req.environ.get("QUERY_STRING", ""),
+            req.user, req.admin, req.users_known, req.csrf_token, req.cfg.timezone, more,
+            tuple(rows), tuple((rack, tuple(tuple(n.values()) for n in lst))
+                               for rack, lst in sorted(nodes.items())),
+            tuple((rack, tuple(tuple(v.values()) for v in lst))
+                  for rack, lst in sorted(vols.items())),
+            tuple(int(r[3]) > now for r in rows))
 
 
 def _int_param(req, name, default, lo, hi):
@@ -267,13 +342,27 @@ def reservations(req):
     if show not in SHOWS:
         raise HTTPError(400, "show must be one of %s" % ", ".join(SHOWS))
     page = _int_param(req, "page", 1, 1, 10 ** 6)
-    total, rows = _load_page(req, show, page)
-    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
-    data = {"reservations": rows, "total": total, "page": page, "pages": pages, "show": show,
+    more, raw, nodes, vols = _fetch(req, show, page)
+    data = {"page": page, "next_page": page + 1 if more else None, "show": show,
             "page_size": PAGE_SIZE, "user": req.user, "now": req.now}
     if req.wants_json:
+        data["reservations"] = _build(req, raw, nodes, vols)
         return req.json(data)
-    return req.page("reservations.html", data, flash=flash(req), csrf_token=req.csrf_token)
+    template = req.app.jinja().get_template("reservations.html")
+    key = _page_key(req, template, more, raw, nodes, vols)
+    with _PAGES_LOCK:
+        body = _PAGES.get(key)
+        if body is not None:
+            _PAGES.move_to_end(key)
+    if body is None:
+        data["reservations"] = _build(req, raw, nodes, vols)
+        body = req.render("reservations.html", dict(
+            data, flash=flash(req), csrf_token=_safe(req.csrf_token)))
+        with _PAGES_LOCK:
+            _PAGES[key] = body
+            while len(_PAGES) > _PAGES_MAX:
+                _PAGES.popitem(last=False)
+    return Response(body)
 
 
 def _detail(req, rack: int) -> dict:

@@ -1,0 +1,307 @@
+"""vc.storage against a real target host: the project's own sshd (127.0.0.1, a free port, key
+only, its own host key) and tgtd (portal on 127.0.0.1, a free port, its own control socket),
+started by tools/storage.sh under a throw-away VC_VAR and stopped by their pid files at the end.
+Checked from the outside with the userspace initiator tools (libiscsi's iscsi-ls and
+iscsi-readcapacity16, qemu-io over iscsi://). If the services cannot start, these tests FAIL.
+"""
+
+import os
+import random
+import socket
+import subprocess
+import time
+
+import pytest
+
+from vc import storage
+from vc.storage import (AuthFailed, HostKeyChanged, HostKeyUnknown, OutOfSpace,
+                        RemoteCommandError, TargetUnreachable, VolumeSpec)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(ROOT, "tools", "storage.sh")
+GIB = 1024 ** 3
+PREFIX = "iqn.2026-11.vc.test%d" % random.randrange(10 ** 6)
+NAME = "st-real"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_control_port():
+    """A tgtd control socket number nobody uses (/var/run/tgtd/socket.N is per machine)."""
+    for _ in range(100):
+        n = random.randrange(1000, 30000)
+        if not any(os.path.exists("/var/run/tgtd/socket.%d%s" % (n, x)) for x in ("", ".lock")):
+            return n
+    raise RuntimeError("no free tgtd control port")
+
+
+class Services:
+    def __init__(self, var):
+        self.var = var
+        self.ssh_port, self.iscsi_port = free_port(), free_port()
+        self.control = free_control_port()
+        self.env = dict(os.environ, VC_VAR=var, VC_SSH_PORT=str(self.ssh_port),
+                        VC_ISCSI_PORT=str(self.iscsi_port), VC_TGT_CONTROL=str(self.control))
+        self.portal = "127.0.0.1:%d" % self.iscsi_port
+        self.backing = os.path.join(var, "storage", "backing")
+
+    def tool(self, *args, check=True):
+        r = subprocess.run(["bash", TOOL] + list(args), env=self.env, capture_output=True,
+                           text=True, timeout=300)
+        if check and r.returncode:
+            pytest.fail("tools/storage.sh %s failed (%d): %s" % (" ".join(args), r.returncode,
+                                                                  r.stderr.strip()[-2000:]))
+        return r
+
+    def read_env(self):
+        out = {}
+        with open(os.path.join(self.var, "storage", "storage.env")) as f:
+            for line in f:
+                k, sep, v = line.strip().partition("=")
+                if sep and not k.startswith("#"):
+                    out[k] = v
+        return out
+
+    def target(self, fingerprint="pinned", **kw):
+        return storage.Target(NAME, "127.0.0.1", self.ssh_port, "root", self.iscsi_port,
+                              self.fingerprint if fingerprint == "pinned" else fingerprint, **kw)
+
+    def executor(self, **kw):
+        return storage.SSHExecutor(self.target(), self.key, **kw)
+
+    def backend(self, ex, backing_dir=None):
+        return storage.TgtBackend(ex, backing_dir or self.backing, control_port=self.control)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    var = str(tmp_path_factory.mktemp("storage-var"))
+    s = Services(var)
+    r = s.tool("start", check=False)
+    try:
+        if r.returncode:
+            pytest.fail("cannot start the test sshd/tgtd with tools/storage.sh start: %s"
+                        % r.stderr.strip()[-2000:])
+        env = s.read_env()
+        if env.get("VC_STORAGE_TGTD_OURS") != "1":
+            pytest.fail("tools/storage.sh did not start a tgtd of its own: %s" % r.stderr)
+        s.host_fp = env["VC_STORAGE_FINGERPRINT"]
+        assert r.stdout.strip().splitlines()[-1] == s.host_fp
+        # the frontend's key, authorized on the target host like an admin would
+        s.key, s.pub = storage.frontend_key(os.path.join(var, "state"))
+        s.tool("authorize", s.key + ".pub")
+        # "test connection": what an admin compares with the target host before trusting it
+        kind, fp = storage.probe_host_key("127.0.0.1", s.ssh_port, timeout=10, name=NAME)
+        assert (kind, fp) == ("ssh-ed25519", s.host_fp)
+        s.fingerprint = fp
+        yield s
+    finally:
+        s.tool("stop", check=False)
+        for pf in ("ssh/sshd.pid", "tgt/tgtd.pid"):
+            assert not os.path.exists(os.path.join(var, "storage", pf)), pf
+
+
+def run(*argv, timeout=60):
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+def iscsi_ls(svc):
+    r = run("iscsi-ls", "-s", "iscsi://%s" % svc.portal)
+    return r.stdout if r.returncode == 0 else ""  # rc 10 when no target at all
+
+
+def capacity(svc, iqn):
+    r = run("iscsi-readcapacity16", "iscsi://%s/%s/1" % (svc.portal, iqn))
+    assert r.returncode == 0, r.stderr
+    return int(next(ln for ln in r.stdout.splitlines() if ln.startswith("Total size:"))
+               .split(":")[1])
+
+
+def qemu_io(svc, iqn, cmd):
+    r = run("qemu-io", "-f", "raw", "-c", cmd, "iscsi://%s/%s/1" % (svc.portal, iqn))
+    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, \
+        (cmd, r.stdout, r.stderr)
+    return r.stdout
+
+
+def spec(svc, rack, mount, size_gb, backing_dir=None):
+    name = storage.volume_name(rack, mount)
+    return VolumeSpec(storage.iqn_for(PREFIX, rack, mount),
+                      "%s/%s.img" % (backing_dir or svc.backing, name), size_gb)
+
+
+# -- the whole life of a reservation's volumes ------------------------------------------------
+
+
+def test_create_two_volumes_seen_by_the_initiator_with_their_sizes(svc):
+    with svc.executor() as ex:
+        be = svc.backend(ex)
+        v1, v2 = spec(svc, 31, "/data", 1), spec(svc, 31, "/home/shared", 2)
+        hidden = spec(svc, 31, "/other", 1)
+        assert be.ensure_volumes([v1, v2], ["127.0.0.1"]) == {v1.iqn: True, v2.iqn: True}
+        # an ACL that admits only other hosts: this initiator (127.0.0.1) must not see it
+        assert be.ensure_volume(hidden.iqn, hidden.backing, 1, ["192.0.2.7"]) is True
+        listing = iscsi_ls(svc)
+        for v in (v1, v2):
+            assert "Target:%s Portal:%s" % (v.iqn, svc.portal) in listing, listing
+        assert hidden.iqn not in listing
+        assert capacity(svc, v1.iqn) == 1 * GIB
+        assert capacity(svc, v2.iqn) == 2 * GIB
+        assert os.path.getsize(v2.backing) == 2 * GIB
+        # found, not duplicated; over the one connection
+        assert be.ensure_volumes([v1, v2], ["127.0.0.1"]) == {v1.iqn: False, v2.iqn: False}
+        shown = be.show()
+        assert [shown[v.iqn]["luns"][1]["backing"] for v in (v1, v2)] == [v1.backing, v2.backing]
+        assert shown[v1.iqn]["acl"] == ["127.0.0.1"]
+        assert ex.connects == 1
+        for v in (v1, v2, hidden):
+            assert be.remove_volume(v.iqn, v.backing) is True
+
+
+def test_data_survives_stop_and_a_tgtd_restart_then_delete_removes_all(svc):
+    with svc.executor() as ex:
+        be = svc.backend(ex)
+        keep = spec(svc, 32, "/keep", 1)  # keeps iscsi-ls non-empty (rc 10 with no target)
+        v = spec(svc, 32, "/data", 1)
+        be.ensure_volumes([keep, v], ["127.0.0.1"])
+        assert "wrote 1048576/1048576" in qemu_io(svc, v.iqn, "write -P 0xab 0 1M")
+        qemu_io(svc, v.iqn, "write -P 0xcd 512M 1M")
+        # "stop": the gateway detaches; storage does nothing, the LUN stays
+        assert v.iqn in iscsi_ls(svc)
+        # next start: found as it is
+        assert be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"]) is False
+        assert "read 1048576/1048576" in qemu_io(svc, v.iqn, "read -P 0xab 0 1M")
+        # tgtd restarts and forgets every target; the next start recreates it around the file
+        svc.tool("stop", "tgtd")
+        svc.tool("start", "tgtd")
+        assert be.show() == {}
+        assert be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"]) is True
+        assert os.path.getsize(v.backing) == GIB
+        qemu_io(svc, v.iqn, "read -P 0xab 0 1M")
+        qemu_io(svc, v.iqn, "read -P 0xcd 512M 1M")
+        assert capacity(svc, v.iqn) == GIB
+        # growing keeps the data too; shrinking is refused
+        assert be.ensure_volume(v.iqn, v.backing, 2, ["127.0.0.1"]) is True
+        assert capacity(svc, v.iqn) == 2 * GIB
+        qemu_io(svc, v.iqn, "read -P 0xab 0 1M")
+        with pytest.raises(storage.StorageError, match="^iSCSI target %s: .*cannot shrink" % NAME):
+            be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"])
+        # reservation deleted: LUN and backing file gone
+        assert be.ensure_volume(keep.iqn, keep.backing, 1, ["127.0.0.1"]) is True  # restart
+        assert be.remove_volume(v.iqn, v.backing) is True
+        listing = iscsi_ls(svc)
+        assert keep.iqn in listing and v.iqn not in listing
+        assert not os.path.exists(v.backing)
+        assert be.remove_volume(v.iqn, v.backing) is False
+        assert be.remove_volume(keep.iqn, keep.backing) is True
+        assert v.iqn not in be.show() and keep.iqn not in be.show()
+
+
+def test_a_failed_batch_is_continued_by_the_next_try(svc):
+    with svc.executor() as ex:
+        be = svc.backend(ex)
+        a, b = spec(svc, 33, "/a", 1), spec(svc, 33, "/b", 1)
+        os.makedirs(b.backing)  # in the way: truncate fails on b, after a is made
+        try:
+            with pytest.raises(RemoteCommandError) as ei:
+                be.ensure_volumes([a, b], ["127.0.0.1"])
+            assert ei.value.argv[0] == "truncate" and str(ei.value).startswith(
+                "iSCSI target %s: truncate" % NAME)
+            assert a.iqn in be.show() and b.iqn not in be.show()
+        finally:
+            os.rmdir(b.backing)
+        assert be.ensure_volumes([a, b], ["127.0.0.1"]) == {a.iqn: False, b.iqn: True}
+        shown = be.show()
+        assert sorted(k for k in shown if k.startswith(PREFIX + ":rack33.")) == [a.iqn, b.iqn]
+        assert len({t["tid"] for t in shown.values()}) == len(shown)
+        for v in (a, b):
+            be.remove_volume(v.iqn, v.backing)
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_wrong_pinned_host_key_is_refused(svc):
+    wrong = "SHA256:" + "A" * 43
+    with pytest.raises(HostKeyChanged) as ei:
+        storage.SSHExecutor(svc.target(fingerprint=wrong), svc.key).execute(["true"])
+    msg = str(ei.value)
+    assert msg.startswith("iSCSI target %s: " % NAME) and wrong in msg and svc.fingerprint in msg
+
+
+def test_unconfirmed_host_key_is_refused(svc):
+    with pytest.raises(HostKeyUnknown) as ei:
+        storage.SSHExecutor(svc.target(fingerprint=None), svc.key).execute(["true"])
+    assert str(ei.value).startswith("iSCSI target %s: " % NAME)
+    assert "vc_ctl.py target trust %s" % NAME in str(ei.value)
+
+
+def test_unauthorized_key_is_refused(svc, tmp_path):
+    other, _ = storage.frontend_key(str(tmp_path))
+    with pytest.raises(AuthFailed) as ei:
+        storage.SSHExecutor(svc.target(), other).execute(["true"])
+    assert str(ei.value).startswith("iSCSI target %s: " % NAME)
+    assert "authorized_keys" in str(ei.value)
+
+
+def test_stopped_sshd_is_unreachable(svc):
+    svc.tool("stop", "sshd")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TargetUnreachable) as ei:
+            storage.SSHExecutor(svc.target(), svc.key, connect_timeout=5).execute(["true"])
+        assert time.monotonic() - t0 < 5
+        assert str(ei.value).startswith("iSCSI target %s: " % NAME)
+        assert "connection refused" in str(ei.value)
+    finally:
+        svc.tool("start", "sshd")
+    # same host key after the restart: the pin still holds
+    assert storage.SSHExecutor(svc.target(), svc.key).execute(["echo", "back"]) == "back\n"
+
+
+def test_stopped_tgtd_is_a_tgtadm_error(svc):
+    v = spec(svc, 34, "/data", 1)
+    with svc.executor() as ex:
+        be = svc.backend(ex)
+        svc.tool("stop", "tgtd")
+        try:
+            with pytest.raises(RemoteCommandError) as ei:
+                be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"])
+            msg = str(ei.value)
+            assert msg.startswith("iSCSI target %s: tgtadm " % NAME), msg
+            assert ei.value.argv[0] == "tgtadm" and ei.value.returncode != 0
+        finally:
+            svc.tool("start", "tgtd")
+        assert be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"]) is True
+        assert be.remove_volume(v.iqn, v.backing) is True
+
+
+def test_full_disk_is_out_of_space(svc, tmp_path):
+    mnt = str(tmp_path / "small")
+    os.makedirs(mnt)
+    r = run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt)
+    if r.returncode:
+        pytest.fail("cannot mount an 8M tmpfs for the full-disk test: %s" % r.stderr)
+    try:
+        with svc.executor() as ex:
+            be = svc.backend(ex, backing_dir=mnt)
+            v = spec(svc, 35, "/big", 1, backing_dir=mnt)
+            with pytest.raises(OutOfSpace) as ei:
+                be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"])
+            msg = str(ei.value)
+            assert msg.startswith("iSCSI target %s: " % NAME) and mnt in msg, msg
+            assert os.listdir(mnt) == [] and v.iqn not in be.show()
+    finally:
+        run("umount", mnt)
+
+
+def test_a_lost_connection_is_reopened_once(svc):
+    with svc.executor() as ex:
+        assert ex.execute(["echo", "one"]) == "one\n"
+        ex.transport().close()  # the connection dies between two commands
+        assert ex.execute(["echo", "two"]) == "two\n"
+        assert ex.connects == 2

@@ -1,0 +1,626 @@
+"""Per-cluster L2 isolation on the physical hosts: the backends behind ``vc_vlan.py add|del``.
+
+A cluster's nodes sit on one L2 segment of their own, spread over the physical hosts the cluster
+uses. On each host the segment is a Linux bridge (the bridge of the cluster's libvirt network, or
+one VC creates) plus one *uplink port* enslaved to it that carries the segment to the other hosts:
+
+``vxlan`` (default)
+    a VXLAN device ``vx<id>`` whose VNI is the cluster's isolation id, with unicast head-end
+    replication (one all-zeros FDB entry per peer host, so no multicast underlay is needed) and
+    MTU = underlay MTU - 50 (70 over IPv6), as is the bridge's.
+``8021q``
+    a VLAN sub-interface ``<trunk>.<id>`` of the host's trunk NIC (needs the 8021q module and a
+    trunked switch port).
+``ovs``
+    nothing on the host: each guest interface is ``<interface type='bridge'>`` on a pre-existing
+    Open vSwitch bridge with ``<virtualport type='openvswitch'/>`` and ``<vlan><tag id=N/>``
+    (:class:`OvsInterfaceSpec`); libvirt tags the port when the guest starts and removes it when
+    the guest stops.
+``none``
+    nothing: one host per cluster, each cluster on its own isolated libvirt network.
+
+Isolation between clusters comes from the bridges being separate (one per cluster; no bridge VLAN
+filtering is involved) and from the hosts having no L3 presence on the segments they did not
+make a gateway for: a bridge VC creates gets no IPv4 address and no IPv6 link-local address
+(``addrgenmode none``), so a host cannot route between two clusters' segments even with
+``ip_forward`` on; libvirt's own bridges have the REJECT rules libvirt installs for isolated
+networks.
+
+Every command runs on its host through that host's injected executor (``execute(argv) ->
+stdout``, raising :class:`vc.virt.CommandError`): :func:`vc.virt.run_local` here, SSH for remote
+hosts, ``ip -n <netns>`` in the tests. ``add`` and ``delete`` read the host's state first
+(``ip -d -j link show``, ``bridge -j fdb show``) and run only what is missing (or left over), so
+both can be re-run after a crash between any two commands. What VC created is recognised by the
+link group :data:`LINK_GROUP`, which the kernel sets atomically with the link (an alias cannot
+be: ``ip link add ... alias`` is ignored at creation), so ``delete`` removes exactly what ``add``
+made and never a bridge libvirt owns. The alias ``vc:rack<N>`` is set too, for people.
+"""
+
+import ipaddress
+import json
+import logging
+import shlex
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from vc.domainxml import InterfaceSpec
+from vc.errors import ConfigError, VcError
+from vc.virt import CommandError
+
+LOG = logging.getLogger(__name__)
+
+Execute = Callable[[List[str]], str]
+
+#: The link group of every link VC creates. Set by ``ip link add ... group`` in the same netlink
+#: request that creates the link, so a crash can never leave an unmarked VC link behind.
+LINK_GROUP = 30307  # 0x7663, "vc"
+VXLAN_PORT = 4789  # IANA
+#: Ethernet (14) + IPv4 (20) + UDP (8) + VXLAN (8); the IPv6 underlay adds 20 more.
+VXLAN_OVERHEAD = {4: 50, 6: 70}
+ALL_ZEROS_MAC = "00:00:00:00:00:00"
+MAX_IFNAME = 15  # IFNAMSIZ - 1
+KINDS = ("vxlan", "8021q", "ovs", "none")
+
+
+class IsolationError(VcError):
+    """A host's state does not allow the segment (a name clash, a missing NIC or bridge)."""
+
+    msg_fmt = "host %(host)s: %(detail)s"
+
+
+##################
+# The model      #
+##################
+
+
+@dataclass
+class HostSide:
+    """One physical host as a backend sees it.
+
+    :param name: how messages name the host (VC's ``[host:NAME]``).
+    :param execute: runs an argv on that host and returns its stdout; raises
+        :class:`vc.virt.CommandError` when the command fails.
+    :param underlay_ip: the host's address on the network between the hosts (``vxlan``: the
+        VXLAN source address and the other hosts' destination).
+    :param trunk_nic: the trunk NIC of this host (``8021q``), overriding the backend's default.
+    """
+
+    name: str
+    execute: Execute
+    underlay_ip: Optional[str] = None
+    trunk_nic: Optional[str] = None
+
+
+@dataclass
+class ClusterSegment:
+    """A cluster's L2 segment over the hosts it uses.
+
+    :param rack: the cluster (for the ``vc:rack<N>`` alias and messages).
+    :param isolation_id: the VNI (``vxlan``) or VLAN id (``8021q``, ``ovs``).
+    :param bridge: the cluster's bridge, the same name on every host. Where it exists it is used
+        as it is (libvirt's network bridge) and kept by ``delete``; where it does not, VC creates
+        it (pure L2, no address) and ``delete`` removes it.
+    :param hosts: every host the segment spans. For ``delete``, pass every host that may carry
+        it (all configured hosts): a host without it costs one query.
+    :param mtu: the underlay's MTU; the segment's MTU is this minus the encapsulation overhead.
+    :param port: the uplink port's name on every host (default ``vx<id>`` for VXLAN, ``<trunk
+        nic>.<id>`` for 802.1Q); at most 15 characters.
+    """
+
+    rack: int
+    isolation_id: int
+    bridge: str
+    hosts: List[HostSide] = field(default_factory=list)
+    mtu: int = 1500
+    port: Optional[str] = None
+
+    def __post_init__(self):
+        if not 0 < len(self.bridge) <= MAX_IFNAME:
+            raise ValueError("bridge name %r is not 1-%d characters" % (self.bridge, MAX_IFNAME))
+        if self.port is not None and not 0 < len(self.port) <= MAX_IFNAME:
+            raise ValueError("port name %r is not 1-%d characters" % (self.port, MAX_IFNAME))
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("rack %d: a host is listed twice: %s" % (self.rack, names))
+
+    @property
+    def alias(self) -> str:
+        return "vc:rack%d" % self.rack
+
+
+@dataclass
+class Link:
+    """The parts of one ``ip -d -j link show`` entry a backend looks at."""
+
+    name: str
+    kind: Optional[str]  # linkinfo.info_kind: bridge, vxlan, vlan, veth, ... (None: physical)
+    group: str
+    alias: Optional[str]
+    mtu: int
+    master: Optional[str]
+    up: bool  # administratively up (IFF_UP), whatever the carrier
+    addrgenmode: Optional[str]
+    parent: Optional[str]  # the "link" of a VLAN device
+    info: dict
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Link":
+        info = d.get("linkinfo") or {}
+        return cls(name=d["ifname"], kind=info.get("info_kind"), group=str(d.get("group", "")),
+                   alias=d.get("ifalias"), mtu=int(d.get("mtu", 0)), master=d.get("master"),
+                   up="UP" in (d.get("flags") or ()), addrgenmode=d.get("inet6_addr_gen_mode"),
+                   parent=d.get("link"), info=info.get("info_data") or {})
+
+
+def parse_links(out: str) -> Dict[str, Link]:
+    """``ip -d -j link show`` output → ``{name: Link}``."""
+    try:
+        return {d["ifname"]: Link.from_json(d) for d in json.loads(out or "[]")}
+    except (ValueError, KeyError, TypeError) as e:
+        raise VcError("cannot parse 'ip -d -j link show' output: %r" % (out or "")[:200]) from e
+
+
+def parse_fdb_dsts(out: str, mac: str = ALL_ZEROS_MAC) -> List[str]:
+    """The ``dst`` of the VXLAN FDB entries for ``mac`` in ``bridge -j fdb show dev X`` output
+    (the bridge's own entries for the port carry ``master`` and no ``dst``)."""
+    try:
+        entries = json.loads(out or "[]")
+    except ValueError as e:
+        raise VcError("cannot parse 'bridge -j fdb show' output: %r" % (out or "")[:200]) from e
+    return [e["dst"] for e in entries if e.get("mac") == mac and "dst" in e]
+
+
+def ip_version(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def _same_ip(a: Optional[str], b: Optional[str]) -> bool:
+    """Equal addresses however written (iproute2 prints IPv6 compressed)."""
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+##################
+# Linux bridges  #
+##################
+
+
+class _BridgedBackend:
+    """A per-cluster Linux bridge on each host plus one VC-made uplink port enslaved to it.
+
+    Subclasses say what the port is (:meth:`port_name`, :meth:`_port_matches`,
+    :meth:`_port_create`) and may add per-port state (:meth:`_port_extra`, the VXLAN FDB).
+    """
+
+    kind = "?"
+    overhead = 0
+
+    def __init__(self, link_group: int = LINK_GROUP, parallel: bool = True):
+        self.link_group = link_group
+        self.parallel = parallel
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        """Put the segment in place on every host of ``seg`` (idempotent; repairs a partial one).
+
+        :param dry_run: only read the hosts' state and return what would be run.
+        :returns: the commands run (or to run), as ``"<host>: <command>"``; empty when every host
+            was already as wanted.
+        """
+        self._check(seg)
+        return self._each_host(seg, lambda h: self._add_host(seg, h, dry_run))
+
+    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        """Remove what :meth:`add` made on every host of ``seg``: the uplink port (its FDB goes
+        with it) and the bridge if VC created it. A bridge VC did not create is left as it is.
+
+        :returns: the commands run (or to run), as for :meth:`add`.
+        """
+        return self._each_host(seg, lambda h: self._delete_host(seg, h, dry_run))
+
+    def mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
+        """The MTU of the segment: what the guests' interfaces must use (``<mtu size=.../>`` in
+        the libvirt network)."""
+        return seg.mtu - self.overhead
+
+    # -- to be defined by the subclasses -----------------------------------------------------
+
+    def port_name(self, seg: ClusterSegment, host: HostSide) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def _port_matches(self, seg, host, link: Link) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def _port_create(self, seg, host, name: str) -> List[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _created_mtu(self, seg, host) -> Optional[int]:
+        """The MTU a port has right after :meth:`_port_create` (None: unknown)."""
+        return None
+
+    def _port_extra(self, seg, host, name, exists: bool) -> List[List[str]]:
+        """Commands after the port exists and before it is up (default: none)."""
+        return []
+
+    def _check(self, seg: ClusterSegment) -> None:
+        """Configuration checks before anything runs on any host."""
+
+    def _check_host(self, seg, host, links: Dict[str, Link]) -> None:
+        """Per-host checks on the host's links before anything runs there."""
+
+    # -- the work ------------------------------------------------------------------------------
+
+    def _each_host(self, seg, fn) -> List[str]:
+        """``fn(host)`` on every host (in threads: remote hosts are an SSH round trip per
+        command); the actions in host order; the first error raised after all have finished."""
+        if not self.parallel or len(seg.hosts) < 2:
+            results = [fn(h) for h in seg.hosts]
+        else:
+            with ThreadPoolExecutor(max_workers=min(8, len(seg.hosts))) as ex:
+                futures = [ex.submit(fn, h) for h in seg.hosts]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            for e in errors[1:]:
+                LOG.error("rack %d: %s", seg.rack, e)
+            if errors:
+                raise errors[0]
+            results = [f.result() for f in futures]
+        return [a for r in results for a in r]
+
+    def _ours(self, link: Link, seg: ClusterSegment) -> bool:
+        return link.group == str(self.link_group) or link.alias == seg.alias
+
+    def _links(self, host: HostSide) -> Dict[str, Link]:
+        return parse_links(host.execute(["ip", "-d", "-j", "link", "show"]))
+
+    def _run(self, host, argv, dry_run, done: List[str]) -> None:
+        line = "%s: %s" % (host.name, shlex.join(argv))
+        done.append(line)
+        if dry_run:
+            return
+        LOG.info("%s", line)
+        host.execute(argv)
+
+    @staticmethod
+    def _set(name: str, link: Optional[Link], want: Dict[str, object],
+             fresh_mtu: Optional[int] = None) -> Optional[List[str]]:
+        """One ``ip link set dev <name> ...`` for the attributes that differ, or None.
+
+        :param link: the link as it was found, None when it has just been created (then it has
+            the kernel's defaults and ``fresh_mtu``).
+        :param want: addrgenmode, alias, mtu, master. Never ``up``: the kernel applies IPv6
+            address generation after the flags of the same request, so ``up`` in this command
+            would already have made a link-local address.
+        """
+        if link is None:
+            have = {"addrgenmode": "eui64", "alias": None, "mtu": fresh_mtu, "master": None}
+        else:
+            have = {"addrgenmode": link.addrgenmode, "alias": link.alias, "mtu": link.mtu,
+                    "master": link.master}
+        args = []
+        for key in ("addrgenmode", "alias", "mtu", "master"):
+            if want.get(key) is not None and str(have[key]) != str(want[key]):
+                args += [key, str(want[key])]
+        return ["ip", "link", "set", "dev", name] + args if args else None
+
+    def _add_host(self, seg: ClusterSegment, host: HostSide, dry_run: bool) -> List[str]:
+        done: List[str] = []
+        links = self._links(host)
+        self._check_host(seg, host, links)
+        mtu = self.mtu(seg, host)
+        port = self.port_name(seg, host)
+
+        # 1. the bridge: libvirt's as it is (only its MTU follows the segment), else ours
+        br = links.get(seg.bridge)
+        if br is not None and br.kind != "bridge":
+            raise IsolationError(host=host.name, detail="%s exists and is not a bridge (%s)"
+                                 % (seg.bridge, br.kind or "physical"))
+        if br is None:
+            self._run(host, ["ip", "link", "add", "name", seg.bridge, "group",
+                             str(self.link_group), "type", "bridge"], dry_run, done)
+        if br is None or self._ours(br, seg):
+            want = {"addrgenmode": "none", "alias": seg.alias, "mtu": mtu}
+        else:
+            want = {"mtu": mtu}
+        cmd = self._set(seg.bridge, br, want, fresh_mtu=1500)
+        if cmd:
+            self._run(host, cmd, dry_run, done)
+
+        # 2. uplink ports of ours on this bridge that are not this segment's (a crashed run
+        # with another isolation id): they would join two segments, remove them first
+        for link in links.values():
+            if (link.master == seg.bridge and link.name != port and self._ours(link, seg)
+                    and link.kind in ("vxlan", "vlan")):
+                self._run(host, ["ip", "link", "del", "dev", link.name], dry_run, done)
+
+        # 3. the uplink port: recreated if its parameters changed (e.g. a new underlay address)
+        link = links.get(port)
+        if link is not None and not self._port_matches(seg, host, link):
+            if not self._ours(link, seg):
+                raise IsolationError(host=host.name, detail="%s exists and is not VC's %s port "
+                                     "for rack %d" % (port, self.kind, seg.rack))
+            self._run(host, ["ip", "link", "del", "dev", port], dry_run, done)
+            link = None
+        elif link is not None and not self._ours(link, seg):
+            raise IsolationError(host=host.name, detail="%s exists but was not made by VC "
+                                 "(link group %s, not %d)" % (port, link.group, self.link_group))
+        if link is None:
+            self._run(host, self._port_create(seg, host, port), dry_run, done)
+        cmd = self._set(port, link, {"addrgenmode": "none", "alias": seg.alias, "mtu": mtu,
+                                     "master": seg.bridge}, fresh_mtu=self._created_mtu(seg, host))
+        if cmd:
+            self._run(host, cmd, dry_run, done)
+        for cmd in self._port_extra(seg, host, port, link is not None):
+            self._run(host, cmd, dry_run, done)
+
+        # 4. up: the port once it has its peers, the bridge last
+        if link is None or not link.up:
+            self._run(host, ["ip", "link", "set", "dev", port, "up"], dry_run, done)
+        if br is None or not br.up:
+            self._run(host, ["ip", "link", "set", "dev", seg.bridge, "up"], dry_run, done)
+        return done
+
+    def _delete_host(self, seg: ClusterSegment, host: HostSide, dry_run: bool) -> List[str]:
+        done: List[str] = []
+        links = self._links(host)
+        port = self.port_name(seg, host)
+        # the named port, and any other port of ours left on the bridge (see _add_host step 2)
+        ports = [port] + sorted(n for n, lk in links.items() if lk.master == seg.bridge
+                                and n != port and lk.kind in ("vxlan", "vlan"))
+        for name in ports:
+            link = links.get(name)
+            if link is None:
+                continue
+            if self._ours(link, seg):
+                # deleting the link drops its FDB entries (static and learnt) with it
+                self._run(host, ["ip", "link", "del", "dev", name], dry_run, done)
+            elif name == port:
+                LOG.warning("host %s: %s was not made by VC (group %s): kept",
+                            host.name, name, link.group)
+        br = links.get(seg.bridge)
+        if br is not None and br.kind == "bridge" and self._ours(br, seg):
+            self._run(host, ["ip", "link", "del", "dev", seg.bridge], dry_run, done)
+        return done
+
+
+class VxlanBackend(_BridgedBackend):
+    """``vxlan``: the bridges of a cluster joined by a VXLAN port whose VNI is the isolation id.
+
+    Flooding (broadcast, unknown unicast, multicast) goes to every peer host by head-end
+    replication through all-zeros FDB entries; unicast to a known MAC goes only to the host the
+    VXLAN device learnt it from (``learning`` stays on: the underlay is the hosts' trusted
+    network, and without learning every unicast frame would be flooded to all peers).
+
+    :param port: the UDP port (4789 by default, ``[network] vxlan_port``).
+    """
+
+    kind = "vxlan"
+
+    def __init__(self, port: int = VXLAN_PORT, **kw):
+        super().__init__(**kw)
+        self.udp_port = int(port)
+
+    def port_name(self, seg, host=None) -> str:
+        return seg.port or "vx%d" % seg.isolation_id
+
+    def mtu(self, seg, host=None) -> int:
+        hosts = [host] if host is not None else seg.hosts
+        v6 = any(h.underlay_ip and ip_version(h.underlay_ip) == 6 for h in hosts)
+        return seg.mtu - VXLAN_OVERHEAD[6 if v6 else 4]
+
+    def _check(self, seg):
+        if not 1 <= seg.isolation_id < 2 ** 24:
+            raise VcError("rack %d: VNI %d is not in 1..16777215" % (seg.rack, seg.isolation_id))
+        for h in seg.hosts:
+            if not h.underlay_ip:
+                raise VcError("rack %d: host %s has no underlay address for VXLAN"
+                              % (seg.rack, h.name))
+            ipaddress.ip_address(h.underlay_ip)
+        if len({ip_version(h.underlay_ip) for h in seg.hosts}) > 1:
+            raise VcError("rack %d: the hosts' underlay addresses mix IPv4 and IPv6" % seg.rack)
+
+    def _port_matches(self, seg, host, link) -> bool:
+        info = link.info
+        local = info.get("local") or info.get("local6")
+        return (link.kind == "vxlan" and info.get("id") == seg.isolation_id
+                and info.get("port") == self.udp_port and _same_ip(local, host.underlay_ip))
+
+    def _created_mtu(self, seg, host):
+        return self.mtu(seg, host)
+
+    def _port_create(self, seg, host, name):
+        return ["ip", "link", "add", "name", name, "group", str(self.link_group),
+                "mtu", str(self.mtu(seg, host)), "type", "vxlan", "id", str(seg.isolation_id),
+                "local", host.underlay_ip, "dstport", str(self.udp_port)]
+
+    def _port_extra(self, seg, host, name, exists):
+        peers = [h.underlay_ip for h in seg.hosts if h is not host]
+        have = parse_fdb_dsts(host.execute(["bridge", "-j", "fdb", "show", "dev", name])) \
+            if exists else []
+        cmds = [["bridge", "fdb", "append", ALL_ZEROS_MAC, "dev", name, "dst", p]
+                for p in peers if not any(_same_ip(p, d) for d in have)]
+        # a host that no longer carries the cluster (a node moved away) gets no more floods
+        cmds += [["bridge", "fdb", "del", ALL_ZEROS_MAC, "dev", name, "dst", d]
+                 for d in have if not any(_same_ip(p, d) for p in peers)]
+        return cmds
+
+
+class Dot1qBackend(_BridgedBackend):
+    """``8021q``: the bridges of a cluster joined by a VLAN sub-interface of each host's trunk
+    NIC (the switch ports must carry the VLANs tagged).
+
+    :param trunk_nic: the trunk NIC (``[network] trunk_nic``); a host's ``trunk_nic`` overrides.
+    """
+
+    kind = "8021q"
+
+    def __init__(self, trunk_nic: Optional[str] = None, **kw):
+        super().__init__(**kw)
+        self.trunk_nic = trunk_nic
+
+    def nic(self, host: HostSide) -> str:
+        nic = host.trunk_nic or self.trunk_nic
+        if not nic:
+            raise VcError("host %s: no trunk NIC configured for 802.1Q" % host.name)
+        return nic
+
+    def port_name(self, seg, host) -> str:
+        if seg.port:
+            return seg.port
+        name = "%s.%d" % (self.nic(host), seg.isolation_id)
+        # a long NIC name (enp129s0f1np1) leaves no room for ".4094" in 15 characters
+        return name if len(name) <= MAX_IFNAME else "vlan%d" % seg.isolation_id
+
+    def _check(self, seg):
+        if not 1 <= seg.isolation_id <= 4094:
+            raise VcError("rack %d: VLAN id %d is not in 1..4094" % (seg.rack, seg.isolation_id))
+        for h in seg.hosts:
+            self.nic(h)
+
+    def _check_host(self, seg, host, links):
+        if self.nic(host) not in links:
+            raise IsolationError(host=host.name, detail="trunk NIC %s does not exist"
+                                 % self.nic(host))
+
+    def _port_matches(self, seg, host, link) -> bool:
+        return (link.kind == "vlan" and link.info.get("id") == seg.isolation_id
+                and link.parent == self.nic(host)
+                and link.info.get("protocol", "802.1Q") == "802.1Q")
+
+    def _port_create(self, seg, host, name):
+        return ["ip", "link", "add", "link", self.nic(host), "name", name,
+                "group", str(self.link_group), "type", "vlan", "id", str(seg.isolation_id)]
+
+
+##################
+# Open vSwitch   #
+##################
+
+
+def _sub(parent: ET.Element, tag: str, **attrs) -> ET.Element:
+    return ET.SubElement(parent, tag, {k: str(v) for k, v in attrs.items()})
+
+
+@dataclass
+class OvsInterfaceSpec(InterfaceSpec):
+    """A guest NIC on an Open vSwitch bridge, in the cluster's VLAN (an access port).
+
+    ``InterfaceSpec(mac, bridge=<ovs bridge>)`` plus ``vlan``; it goes in
+    ``DomainSpec.interfaces`` like any other interface.
+    """
+
+    vlan: Optional[int] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bridge is None:
+            raise ValueError("interface %s: an Open vSwitch port needs bridge=" % self.mac)
+        if self.vlan is None or not 1 <= int(self.vlan) <= 4094:
+            raise ValueError("interface %s: VLAN tag %r is not in 1..4094" % (self.mac, self.vlan))
+        self.vlan = int(self.vlan)
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("interface", {"type": "bridge"})
+        _sub(el, "mac", address=self.mac)
+        _sub(el, "source", bridge=self.bridge)
+        _sub(el, "virtualport", type="openvswitch")
+        _sub(_sub(el, "vlan"), "tag", id=self.vlan)
+        _sub(el, "model", type=self.model)
+        return el
+
+
+def ovs_interface_xml(mac: str, vid: int, ovs_bridge: str, model: str = "virtio") -> str:
+    """The ``<interface>`` of a guest NIC in VLAN ``vid`` of the OVS bridge ``ovs_bridge``."""
+    return OvsInterfaceSpec(mac=mac, bridge=ovs_bridge, vlan=vid, model=model).to_xml()
+
+
+class OvsBackend:
+    """``ovs``: libvirt tags each guest's port on a pre-existing Open vSwitch bridge (which must
+    carry the hosts' trunk NIC); there is nothing per cluster to create on the hosts. ``add``
+    checks that the bridge exists on every host; ``delete`` has nothing to remove (libvirt
+    deletes a guest's port with the guest).
+
+    :param ovs_bridge: the OVS bridge (``[network] ovs_bridge``).
+    """
+
+    kind = "ovs"
+
+    def __init__(self, ovs_bridge: str, **_kw):
+        self.ovs_bridge = ovs_bridge
+
+    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        if not 1 <= seg.isolation_id <= 4094:
+            raise VcError("rack %d: VLAN id %d is not in 1..4094" % (seg.rack, seg.isolation_id))
+        for h in seg.hosts:
+            try:
+                h.execute(["ovs-vsctl", "br-exists", self.ovs_bridge])
+            except CommandError as e:
+                # exit status 2: no such bridge; anything else: ovs-vsctl itself failed
+                detail = ("Open vSwitch bridge %s does not exist" % self.ovs_bridge
+                          if e.returncode == 2 else str(e))
+                raise IsolationError(host=h.name, detail=detail) from e
+        return []
+
+    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        return []
+
+    def mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
+        return seg.mtu
+
+    def interface_spec(self, mac: str, seg: ClusterSegment) -> OvsInterfaceSpec:
+        return OvsInterfaceSpec(mac=mac, bridge=self.ovs_bridge, vlan=seg.isolation_id)
+
+    def interface_xml(self, mac: str, vid: int, ovs_bridge: Optional[str] = None) -> str:
+        return ovs_interface_xml(mac, vid, ovs_bridge or self.ovs_bridge)
+
+
+class NullBackend:
+    """``none``: no segment across hosts (a cluster stays on one host, on its own isolated
+    libvirt network); ``add`` and ``delete`` do nothing."""
+
+    kind = "none"
+
+    def __init__(self, **_kw):
+        pass
+
+    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        if len(seg.hosts) > 1:
+            raise VcError("rack %d spans %d hosts, but [network] isolation = none cannot join "
+                          "them" % (seg.rack, len(seg.hosts)))
+        return []
+
+    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        return []
+
+    def mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
+        return seg.mtu
+
+
+def backend_for(kind: str, config_path: str = "configuration", **opts):
+    """The backend configured by ``[network] isolation``.
+
+    :param opts: ``vxlan``: ``port`` (UDP port); ``8021q``: ``trunk_nic``; ``ovs``:
+        ``ovs_bridge``; all of the Linux-bridge ones: ``link_group``, ``parallel``.
+    :raises ConfigError: an unknown kind, or a required option missing.
+    """
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if kind == "vxlan":
+        return VxlanBackend(**{k: v for k, v in opts.items()
+                               if k in ("port", "link_group", "parallel")})
+    if kind == "8021q":
+        if not opts.get("trunk_nic"):
+            raise ConfigError(config_path, "network.trunk_nic", "required with isolation = 8021q")
+        return Dot1qBackend(**{k: v for k, v in opts.items()
+                               if k in ("trunk_nic", "link_group", "parallel")})
+    if kind == "ovs":
+        if not opts.get("ovs_bridge"):
+            raise ConfigError(config_path, "network.ovs_bridge", "required with isolation = ovs")
+        return OvsBackend(opts["ovs_bridge"])
+    if kind == "none":
+        return NullBackend()
+    raise ConfigError(config_path, "network.isolation",
+                      "unknown backend %r (one of %s)" % (kind, ", ".join(KINDS)))

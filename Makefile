@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 
 install:
 	@bash tools/stack.sh install
+	@bash tools/storage.sh install
 
 services: install
 	@bash tools/stack.sh db-start
 	@bash tools/virt.sh start
 	@bash tools/make-guest.sh $(VAR)/guest
+	@bash tools/storage.sh start >/dev/null
 
 config: services
 	@bash tools/write-config.sh $(VAR)/vc.conf
@@ -31,6 +33,7 @@ test: services
 stop:
 	@bash tools/ticker.sh stop
 	@bash tools/demo.sh --stop-clusters
+	@bash tools/storage.sh stop
 	@bash tools/stack.sh db-stop
 	@bash tools/virt.sh stop
 
@@ -38,6 +41,7 @@ status:
 	@bash tools/ticker.sh status
 	@bash tools/stack.sh status
 	@bash tools/virt.sh status
+	@bash tools/storage.sh status
 
 lint:
 	@$(PY) -m ruff check vc sbin tests bench

@@ -17,12 +17,25 @@ print(" ".join(str(r["rack"]) for r in json.load(sys.stdin)
   done
   exit 0
 fi
+# the demo's iSCSI target host: authorize the frontend's key there, register it, pin its host
+# key (here the admin is whoever runs make demo: the fingerprint comes from the sshd we started)
+VAR=${VC_VAR:-$ROOT/var}
+# shellcheck disable=SC1091
+. "$VAR/storage/storage.env"
+"$CTL" target key >/dev/null
+bash "$ROOT/tools/storage.sh" authorize "$VAR/state/ssh/id_ed25519.pub" >/dev/null
+if ! "$CTL" target list --json | grep -q '"name": "demo"'; then
+  "$CTL" target add demo --address "$VC_STORAGE_ADDRESS" --port "$VC_STORAGE_SSH_PORT" \
+    --iscsi-port "$VC_STORAGE_ISCSI_PORT" >/dev/null
+fi
+"$CTL" target trust demo --fingerprint "$VC_STORAGE_FINGERPRINT" >/dev/null
 live=$("$CTL" list --json | /usr/bin/python3 -c '
 import json, sys
 rows = [r for r in json.load(sys.stdin) if r["state"] not in ("stopped",)]
 print(rows[0]["rack"] if rows else "")')
 if [ -z "$live" ]; then
-  "$CTL" reserve --start now --end now+1h --gateways 1 --computes 2 --comment "make demo sample"
+  "$CTL" reserve --start now --end now+1h --gateways 1 --computes 2 --iscsi /data:demo:1 \
+    --comment "make demo sample"
   live=$("$CTL" list --json | /usr/bin/python3 -c '
 import json, sys; print([r["rack"] for r in json.load(sys.stdin) if r["state"] == "reserved"][-1])')
 fi
@@ -34,9 +47,11 @@ cat <<MSG
 VC demo is running: private MariaDB and libvirtd under $ROOT/var, configuration $VC_CONFIG.
 Rack $live is a real cluster of QEMU guests; each prints its DHCP address on its console:
   grep VC-IP $ROOT/var/state/console/*.log
+Its gateway has a 1 GB iSCSI volume from target "demo" (sshd + tgtd on this machine):
+  ./sbin/vc_ctl.py target list ; iscsi-ls -s iscsi://127.0.0.1:$VC_STORAGE_ISCSI_PORT
 Try (vc_ctl.py finds var/vc.conf itself in this checkout; or export VC_CONFIG=$VC_CONFIG):
   ./sbin/vc_ctl.py reserve --start now --end now+2h --gateways 1 --computes 2
   ./sbin/vc_ctl.py start RACK | status RACK | dump RACK | stop RACK     (add --json)
   ./sbin/vc_ctl.py list | show RACK | extend RACK --end now+3h | delete RACK
-Stop everything it started: make stop   (stop the clusters first: ./sbin/vc_ctl.py stop RACK)
+Stop everything it started: make stop   (stops the clusters the normal way, then the services)
 MSG

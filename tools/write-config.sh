@@ -11,6 +11,8 @@ mkdir -p "$VAR/state/images" "$VAR/log"
 [ -s "$OUT" ] && { echo "config: keeping $OUT" >&2; exit 0; }
 # shellcheck disable=SC1091
 . "$VAR/db.env"
+# shellcheck disable=SC1091
+. "$VAR/storage/storage.env"
 umask 077
 cat >"$OUT" <<CONF
 # VC demo configuration, written by 'make demo' (tools/write-config.sh).
@@ -68,5 +70,18 @@ shutdown_timeout = 20
 
 [register]
 registrar = builtin
+
+# the demo's iSCSI target host is this machine (tools/storage.sh: sshd on
+# 127.0.0.1:$VC_STORAGE_SSH_PORT, tgtd portal 127.0.0.1:$VC_STORAGE_ISCSI_PORT)
+[storage]
+backend = tgt
+backing = file
+backing_dir = $VC_STORAGE_BACKING_DIR
+tgt_control_port = $VC_STORAGE_TGT_CONTROL
+
+[network]
+# one host: each cluster's own bridge is its whole segment (VXLAN joins hosts that have
+# [host:NAME] underlay_ip)
+isolation = vxlan
 CONF
 echo "config: wrote $OUT" >&2

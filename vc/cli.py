@@ -463,6 +463,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("%s: interrupted\n" % PROG)
         return 130
+    except BrokenPipeError:  # | head: the reader is gone; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:  # a bug: keep the traceback in the log, give the user one line
         LOG.exception("unexpected error")
         sys.stderr.write("%s: internal error (see the log; this is a bug)\n" % PROG)

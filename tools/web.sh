@@ -1,0 +1,201 @@
+#!/bin/bash
+# tools/web.sh — the project's own Apache serving the VC pages (`make demo`, the browser tests,
+# bench/web.py).
+#
+#   tools/web.sh start     install apache2 if missing, prepare the state dir, write
+#                          $VC_VAR/apache/httpd.conf and start Apache on 127.0.0.1:PORT
+#   tools/web.sh stop      stop it, by its pid file
+#   tools/web.sh status
+#
+# Environment:
+#   VC_CONFIG       the configuration file (default $VC_VAR/vc.conf); passed to the pages by SetEnv
+#   VC_VAR          where everything lives (default <checkout>/var); the config is under
+#                   $VC_VAR/apache/: httpd.conf, logs/, run/ (pid file, cgid socket), cgi-bin/
+#   VC_WEB_PORT     the port (default: [web] port of the config, else 8080)
+#   VC_WEB_WSGI=1   also serve the same app under mod_wsgi at <prefix>-wsgi (for bench/web.py)
+#   VC_VENV         the venv the pages run in (default <checkout>/.venv; built from
+#                   /usr/bin/python3, because www-data must be able to run it)
+#
+# Apache: mpm_event + mod_cgid (no prefork/mod_cgi stall), Listen 127.0.0.1 only, `Require local`,
+# children and CGIs as www-data. Users reach it through an SSH port-forward.
+# Processes are only ever stopped through the pid file written here.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VAR=${VC_VAR:-$ROOT/var}
+VENV=${VC_VENV:-$ROOT/.venv}
+PY=$VENV/bin/python3
+A=$VAR/apache
+CONF=$A/httpd.conf
+PIDFILE=$A/run/httpd.pid
+WEB_USER=www-data
+M=/usr/lib/apache2/modules
+log() { echo "web: $*" >&2; }
+die() { echo "web: ERROR: $*" >&2; exit 1; }
+
+alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s:0:1}" != Z ]; }
+pid_alive() { [ -s "$1" ] && alive "$(cat "$1")"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+install_packages() {
+  local pkgs="apache2" missing="" p
+  [ "${VC_WEB_WSGI:-0}" = 1 ] && pkgs="$pkgs libapache2-mod-wsgi-py3"
+  for p in $pkgs; do
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  log "apt-get install$missing"
+  if ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q _Packages; then
+    apt-get -o DPkg::Lock::Timeout=600 update -q >&2
+  fi
+  # no service starts: there is no systemd here and policy-rc.d refuses; we run our own Apache
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2
+}
+
+check_venv() {
+  [ -x "$PY" ] || die "no venv at $VENV (run 'make install')"
+  # a pyenv python under /root (mode 700) cannot be run by www-data
+  local base; base=$("$PY" -c 'import sys; print(sys.base_prefix)')
+  [ "$base" = /usr ] || die "$VENV is built from $base; the pages need a venv built from /usr/bin/python3"
+}
+
+config_path() {
+  CFG=${VC_CONFIG:-$VAR/vc.conf}
+  [ -f "$CFG" ] || die "no configuration at $CFG (set VC_CONFIG, or run 'make config')"
+  CFG=$(cd "$(dirname "$CFG")" && pwd)/$(basename "$CFG")
+}
+
+write_conf() {
+  local port=$1 prefix=$2 wsgi=""
+  if [ "${VC_WEB_WSGI:-0}" = 1 ]; then
+    local group="process-group=vc" daemon
+    daemon="WSGIDaemonProcess vc user=$WEB_USER group=$WEB_USER processes=${VC_WEB_WSGI_PROCESSES:-2} threads=${VC_WEB_WSGI_THREADS:-1} python-home=$VENV display-name=vc-wsgi"
+    if [ "${VC_WEB_WSGI_MODE:-daemon}" = embedded ]; then
+      daemon="WSGIPythonHome $VENV"
+      group=""
+    fi
+    wsgi="
+# the same application under mod_wsgi (the venv above), for bench/web.py
+LoadModule wsgi_module        $M/mod_wsgi.so
+WSGISocketPrefix $A/run/wsgi
+$daemon
+WSGIScriptAlias ${prefix}-wsgi $ROOT/vc/web/wsgi.py $group application-group=%{GLOBAL}
+<Directory $ROOT/vc/web>
+    <Files wsgi.py>
+        Require local
+    </Files>
+</Directory>"
+  fi
+  cat >"$CONF.tmp" <<EOF
+# VC pages: private Apache written by tools/web.sh; loopback only. Not the system /etc/apache2.
+ServerRoot "$A"
+ServerName 127.0.0.1
+Listen 127.0.0.1:$port
+PidFile $PIDFILE
+DefaultRuntimeDir $A/run
+ErrorLog $A/logs/error.log
+LogLevel warn
+LogFormat "%h %u \"%r\" %>s %b %Dus" timed
+CustomLog $A/logs/access.log timed
+# mpm_event + mod_cgid: prefork + mod_cgi stalls ~47 ms reaping every CGI
+LoadModule mpm_event_module   $M/mod_mpm_event.so
+LoadModule cgid_module        $M/mod_cgid.so
+ScriptSock $A/run/cgid.sock
+LoadModule authz_core_module  $M/mod_authz_core.so
+LoadModule authz_host_module  $M/mod_authz_host.so
+LoadModule mime_module        $M/mod_mime.so
+LoadModule alias_module       $M/mod_alias.so
+LoadModule env_module         $M/mod_env.so
+TypesConfig /etc/mime.types
+# the parent runs as root; children and the CGI pages run as this user
+User $WEB_USER
+Group $WEB_USER
+Timeout 60
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+# empty: nothing is served from here (CGI looks PATH_INFO up in it for PATH_TRANSLATED)
+DocumentRoot $A/htdocs
+<Directory $A/htdocs>
+    Require local
+</Directory>
+# every URL under $prefix is the one front controller (PATH_INFO = the page)
+ScriptAlias $prefix $A/cgi-bin/vc.cgi
+ScriptAlias /cgi-bin/ $A/cgi-bin/
+<Directory $A/cgi-bin>
+    Options +ExecCGI
+    Require local
+</Directory>
+<Location $prefix>
+    Require local
+</Location>
+SetEnv VC_CONFIG $CFG
+# compiled templates, written by the web user (CGI would compile them on every request)
+SetEnv VC_WEB_CACHE $A/jinja-cache
+$wsgi
+EOF
+  mv "$CONF.tmp" "$CONF"
+}
+
+start() {
+  install_packages
+  check_venv
+  config_path
+  local port prefix
+  port=${VC_WEB_PORT:-$("$PY" -m vc.web.settings --get port "$CFG")} || die "bad [web] port in $CFG"
+  prefix=$("$PY" -m vc.web.settings --get url_prefix "$CFG") || die "bad [web] url_prefix in $CFG"
+  [[ $port =~ ^[0-9]+$ ]] || die "VC_WEB_PORT must be a number, got '$port'"
+  if pid_alive "$PIDFILE"; then
+    log "Apache already running (pid $(cat "$PIDFILE")) on $(grep -m1 '^Listen' "$CONF" | cut -d' ' -f2)"
+    return 0
+  fi
+  mkdir -p "$A/logs" "$A/run" "$A/cgi-bin" "$A/jinja-cache" "$A/htdocs"
+  chmod 755 "$VAR" "$A" "$A/cgi-bin"
+  chown "$WEB_USER:$WEB_USER" "$A/jinja-cache"
+  chmod 700 "$A/jinja-cache"
+  # secret + SSH key (www-data may not write the state dir), config readable by group www-data
+  VC_CONFIG=$CFG "$PY" -m vc.web.prepare --group "$WEB_USER" >/dev/null \
+    || die "could not prepare the state dir for the pages"
+  # the front controller with this venv's python in its #! line
+  { echo "#!$PY"; tail -n +2 "$ROOT/cgi-bin/vc.cgi"; } >"$A/cgi-bin/vc.cgi.tmp"
+  chmod 755 "$A/cgi-bin/vc.cgi.tmp"
+  mv "$A/cgi-bin/vc.cgi.tmp" "$A/cgi-bin/vc.cgi"
+  # www-data cannot write __pycache__ in the checkout: compile once here
+  "$PY" -m compileall -q "$ROOT/vc" >/dev/null
+  # fail here, with the reason, rather than with an HTTP 500 later
+  runuser -u "$WEB_USER" -- env VC_CONFIG="$CFG" VC_WEB_CACHE="$A/jinja-cache" "$PY" -m vc.web.prepare --check / \
+    || die "user $WEB_USER cannot serve the pages (every parent directory of $ROOT and $CFG needs o+x; see above)"
+  write_conf "$port" "$prefix"
+  /usr/sbin/apache2 -f "$CONF" -t >/dev/null 2>&1 || /usr/sbin/apache2 -f "$CONF" -t
+  log "start Apache on 127.0.0.1:$port (config $CONF)"
+  /usr/sbin/apache2 -f "$CONF" -k start
+  local i
+  for i in $(seq 200); do
+    pid_alive "$PIDFILE" && port_open "$port" && break
+    sleep 0.05
+  done
+  pid_alive "$PIDFILE" && port_open "$port" \
+    || { tail -20 "$A/logs/error.log" >&2 || true; die "Apache did not start (log $A/logs/error.log)"; }
+  log "VC pages: http://127.0.0.1:$port$prefix/  (from your machine: ssh -L $port:localhost:$port FRONTEND)"
+}
+
+stop() {
+  if ! pid_alive "$PIDFILE"; then log "Apache not running"; rm -f "$PIDFILE"; return 0; fi
+  local pid; pid=$(cat "$PIDFILE")
+  kill -TERM "$pid"
+  local i; for i in $(seq 200); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then log "Apache pid $pid still alive after 10 s: SIGKILL"; kill -KILL "$pid"; fi
+  rm -f "$PIDFILE"
+  log "Apache stopped (pid $pid)"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status)
+    if pid_alive "$PIDFILE"; then
+      echo "apache: running (pid $(cat "$PIDFILE"), $(grep -m1 '^Listen' "$CONF" | cut -d' ' -f2))"
+    else echo "apache: stopped"; fi ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -7,7 +7,7 @@ export VC_VAR := $(VAR)
 PY := $(CURDIR)/.venv/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: demo test stop install services config status clean-var lint
+.PHONY: demo test stop install services config status clean-var lint bench
 
 install:
 	@bash tools/stack.sh install
@@ -24,6 +24,7 @@ config: services
 	@VC_CONFIG=$(VAR)/vc.conf $(PY) sbin/vc_ctl.py db upgrade
 
 demo: config
+	@VC_CONFIG=$(VAR)/vc.conf bash tools/web.sh start
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/demo.sh
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/ticker.sh start
 
@@ -31,6 +32,7 @@ test: services
 	@VC_VAR=$(VAR) $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
 
 stop:
+	@bash tools/web.sh stop
 	@bash tools/ticker.sh stop
 	@bash tools/demo.sh --stop-clusters
 	@bash tools/storage.sh stop
@@ -38,10 +40,20 @@ stop:
 	@bash tools/virt.sh stop
 
 status:
+	@bash tools/web.sh status
 	@bash tools/ticker.sh status
 	@bash tools/stack.sh status
 	@bash tools/virt.sh status
 	@bash tools/storage.sh status
+
+# the benchmarks (figures in the README); each cleans up after itself
+bench: services
+	@$(PY) bench/admission.py
+	@$(PY) bench/cluster_start.py
+	@$(PY) bench/tick.py
+	@$(PY) bench/storage.py
+	@$(PY) bench/network.py
+	@$(PY) bench/web.py
 
 lint:
 	@$(PY) -m ruff check vc sbin tests bench

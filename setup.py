@@ -15,8 +15,9 @@ setup(
         "libvirt-python>=9.0,<13",
     ],
     extras_require={
-        "test": ["pytest>=7.4,<10"],
-        "dev": ["pytest>=7.4,<10", "ruff>=0.4"],
+        # playwright drives Debian's /usr/bin/chromium (never 'playwright install')
+        "test": ["pytest>=7.4,<10", "playwright>=1.40,<2"],
+        "dev": ["pytest>=7.4,<10", "playwright>=1.40,<2", "ruff>=0.4"],
     },
     scripts=["sbin/vc_ctl.py", "sbin/vc_cron.py", "sbin/vc_vlan.py"],
 )

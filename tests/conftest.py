@@ -22,8 +22,8 @@ from vc.db import Database  # noqa: E402
 VAR = os.environ.get("VC_VAR", os.path.join(ROOT, "var"))
 NOW = datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc)
 
-TABLES = ("networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist", "vciscsitarget",
-          "vchost")
+TABLES = ("networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
+          "vciscsitarget", "vchost")
 
 
 def db_env():

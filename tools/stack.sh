@@ -30,7 +30,8 @@ wait_for() {  # wait_for SECONDS CMD...
 # would initialise and, without policy-rc.d, start the *system* mariadbd on :3306.
 APT_PKGS="mariadb-server-core mariadb-client python3-venv python3-dev gcc pkg-config libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-          dnsmasq-base iptables busybox-static tzdata"
+          dnsmasq-base iptables busybox-static tzdata
+          apache2 libapache2-mod-wsgi-py3 chromium"
 
 install_packages() {
   local missing="" p

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from vc.errors import ConfigError
+from vc.web.settings import KEYS as WEB_KEYS
 
 DEFAULT_PATH = "/etc/vc/vc.conf"
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +108,10 @@ class Config:
     vxlan_port: int
     trunk_nic: Optional[str]
     ovs_bridge: Optional[str]
+    # [web]
+    web_user: str
+    web_port: int
+    web_url_prefix: str
     # [cron]
     max_start_retries: int
     ha_max_restarts: int
@@ -388,6 +393,8 @@ SCHEMA = {
         "trunk_nic": (_optstr, ""),
         "ovs_bridge": (_optstr, ""),
     },
+    # user (single-user mode), port (the demo Apache), url_prefix: see vc/web/settings.py
+    "web": dict(WEB_KEYS),
     "cron": {
         "max_start_retries": (_int(0, 100), "5"),
         "ha_max_restarts": (_int(0, 1000), "3"),
@@ -590,6 +597,9 @@ def parse(cp: configparser.ConfigParser, path: str) -> Config:
         vxlan_port=v[("network", "vxlan_port")],
         trunk_nic=v[("network", "trunk_nic")],
         ovs_bridge=v[("network", "ovs_bridge")],
+        web_user=v[("web", "user")],
+        web_port=v[("web", "port")],
+        web_url_prefix=v[("web", "url_prefix")],
         max_start_retries=v[("cron", "max_start_retries")],
         ha_max_restarts=v[("cron", "ha_max_restarts")],
     )

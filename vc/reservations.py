@@ -444,7 +444,8 @@ def delete(cfg, db, rack: int, now, actor: str, admin: bool = False,
             raise VcError("reservation %d has %d iSCSI volume(s) holding data (%s): confirm that "
                           "they are to be destroyed" % (rack, len(data), ", ".join(data)))
         if data and st in (states.RESERVED, states.STOPPED):
-            cur.execute("UPDATE vcregist SET pending = 'delete', end_at = LEAST(end_at, %s), "
+            cur.execute("UPDATE vcregist SET pending = 'delete', "
+                        "end_at = GREATEST(start_at, LEAST(end_at, %s)), "
                         "updated_at = %s WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
             states.event(cur, rack, now, actor, "delete requested: its volumes are removed "
                          "first", st, st)
@@ -456,7 +457,8 @@ def delete(cfg, db, rack: int, now, actor: str, admin: bool = False,
             states.transition(cur, row, states.DELETED, now, actor, "deleted")
             return states.DELETED
         if st in (states.STARTING, states.RUNNING, states.STOPPING, states.FAILED):
-            cur.execute("UPDATE vcregist SET pending = 'delete', end_at = LEAST(end_at, %s), "
+            cur.execute("UPDATE vcregist SET pending = 'delete', "
+                        "end_at = GREATEST(start_at, LEAST(end_at, %s)), "
                         "updated_at = %s WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
             states.event(cur, rack, now, actor, "delete requested: it is stopped first, then "
                          "deleted", st, st)

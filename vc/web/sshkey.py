@@ -6,12 +6,11 @@ reads the public half, so the directory is mode 711 and the ``.pub`` file 644.
 """
 
 import base64
-import fcntl
 import hashlib
 import logging
 import os
-import socket
-import subprocess
+
+from vc.errors import VcError
 
 LOG = logging.getLogger(__name__)
 
@@ -34,33 +33,11 @@ def fingerprint(pub_line: str) -> str:
 
 
 def ensure(cfg) -> str:
-    """Generate the key pair if it is missing; returns the private key path."""
-    priv = key_path(cfg)
-    pub = priv + ".pub"
-    if os.path.exists(pub):
-        return priv
-    d = os.path.dirname(priv)
-    os.makedirs(d, mode=0o711, exist_ok=True)
-    os.chmod(d, 0o711)
-    with open(os.path.join(d, ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two first visits must not both run ssh-keygen
-        if os.path.exists(pub):
-            return priv
-        if os.path.exists(priv):
-            # the public half was lost: derive it again rather than replace the pair
-            out = subprocess.run(["ssh-keygen", "-y", "-f", priv], capture_output=True,
-                                 text=True, check=True, timeout=30).stdout
-            with open(pub + ".tmp", "w") as f:
-                f.write(out)
-            os.chmod(pub + ".tmp", 0o644)
-            os.rename(pub + ".tmp", pub)
-        else:
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                            "vc@%s" % socket.gethostname(), "-f", priv],
-                           stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=30)
-            os.chmod(pub, 0o644)
-            LOG.info("generated the frontend SSH key %s", priv)
-    return priv
+    """Generate the key pair if it is missing (:func:`vc.storage.frontend_key`: the same files
+    the cron uses); returns the private key path."""
+    from vc import storage
+
+    return storage.frontend_key(cfg.state_dir)[0]
 
 
 def public_key(cfg) -> str:
@@ -80,7 +57,7 @@ def public_key(cfg) -> str:
         ensure(cfg)
         with open(priv + ".pub", encoding="ascii") as f:
             return f.read().strip()
-    except (OSError, subprocess.SubprocessError) as e:
+    except (OSError, VcError) as e:
         LOG.warning("cannot generate the SSH key %s: %s", priv, e)
         raise KeyUnavailable(
             "the frontend has no SSH key yet and this web process cannot create %s (%s); as root "

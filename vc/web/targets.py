@@ -5,48 +5,16 @@ user confirms).
 Admins only when users are known (``REMOTE_USER``); anyone in single-user mode.
 """
 
-import ipaddress
-import re
 from typing import Dict, Optional
 
+from vc import targets
+from vc.storage import check_fingerprint
 from vc.db import naive_utc
 from vc.errors import NotFound
 from vc.web.app import HTTPError, redirect
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-HOST_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-                     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
-SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-PIN_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
-FIELDS = ("name", "address", "port", "ssh_user", "iscsi_port")
-DEFAULTS = {"name": "", "address": "", "port": "22", "ssh_user": "root", "iscsi_port": "3260"}
-
-
-def validate(form: dict):
-    """``(values, errors)``: values as typed (for the form again) and one message per bad field;
-    on success ``values`` holds the parsed ones."""
-    v = {k: str(form.get(k, "")).strip() for k in FIELDS}
-    errors: Dict[str, str] = {}
-    if not NAME_RE.match(v["name"]):
-        errors["name"] = "name must be 1-64 letters, digits, . _ - (starting with a letter or " \
-                         "digit), got %r" % v["name"][:40]
-    addr = v["address"]
-    ok = False
-    try:
-        ipaddress.ip_address(addr)
-        ok = True
-    except ValueError:
-        ok = bool(HOST_RE.match(addr)) and not addr.replace(".", "").isdigit()
-    if not ok:
-        errors["address"] = "address must be a host name or an IP address, got %r" % addr[:60]
-    for key, what in (("port", "SSH port"), ("iscsi_port", "iSCSI port")):
-        s = v[key]
-        if not s.isdigit() or not 1 <= int(s) <= 65535:
-            errors[key] = "%s must be a number from 1 to 65535, got %r" % (what, s[:20])
-    if not SSH_USER_RE.match(v["ssh_user"]):
-        errors["ssh_user"] = "SSH user must be a login name (lower-case letters, digits, _ . -), " \
-                             "got %r" % v["ssh_user"][:40]
-    return v, errors
+# the rules are vc.targets' (shared with 'vc_ctl.py target add')
+FIELDS, DEFAULTS, validate = targets.FIELDS, targets.DEFAULTS, targets.validate
 
 
 def _all(req):
@@ -196,9 +164,10 @@ def test(req, tid):
 def pin(req, tid):
     req.require_admin_pages()
     t = _one(req, tid)
-    fp = req.form.get("pin", "").strip()
-    if not PIN_RE.match(fp):
-        raise HTTPError(400, "that is not a host key fingerprint: %r" % fp[:80])
+    try:
+        fp = check_fingerprint(req.form.get("pin", ""))
+    except ValueError as e:
+        raise HTTPError(400, str(e)) from None
     req.db.transaction(lambda cur: cur.execute(
         "UPDATE vciscsitarget SET host_key_fingerprint = %s WHERE id = %s", (fp, t["id"])))
     if req.wants_json:

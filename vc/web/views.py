@@ -400,7 +400,8 @@ def action(req, rack, action):
                         csrf_token=req.csrf_token)
     try:
         if action == "delete":
-            st = R.delete(req.cfg, req.db, rack, req.now, req.user, req.admin)
+            st = R.delete(req.cfg, req.db, rack, req.now, req.user, req.admin,
+                          confirm_volumes=req.form.get("delete_volumes") == "yes")
             msg, back = ("deleted", "list") if st == states.DELETED else ("delete-pending", back)
             result = {"rack": rack, "state": st}
         elif action == "stop":

@@ -7,16 +7,20 @@ export VC_VAR := $(VAR)
 PY := $(CURDIR)/.venv/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: demo test stop install services config status clean-var lint bench
+.PHONY: demo test stop install core services config status clean-var lint bench
 
 install:
 	@bash tools/stack.sh install
 	@bash tools/storage.sh install
 
-services: install
+# what the tests need (they start their own sshd, tgtd and Apache on free ports)
+core: install
 	@bash tools/stack.sh db-start
 	@bash tools/virt.sh start
 	@bash tools/make-guest.sh $(VAR)/guest
+
+# ... plus the demo's iSCSI target host (sshd on 127.0.0.1:2222, tgtd portal 127.0.0.1:3260)
+services: core
 	@bash tools/storage.sh start >/dev/null
 
 config: services
@@ -28,7 +32,7 @@ demo: config
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/demo.sh
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/ticker.sh start
 
-test: services
+test: core
 	@VC_VAR=$(VAR) $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
 
 stop:

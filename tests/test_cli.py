@@ -128,3 +128,51 @@ def test_database_unreachable_is_one_line(tmp_path):
                                                                    VC_CONFIG=str(path)),
                        capture_output=True, text=True)
     one_line_error(r, 1, "cannot connect to the database")
+
+
+def test_target_commands(ctl, db):
+    import socket
+
+    with socket.socket() as sk:  # a loopback port where nothing listens
+        sk.bind(("127.0.0.1", 0))
+        closed = sk.getsockname()[1]
+    r = ok(ctl("target", "add", "t1", "--address", "127.0.0.1", "--port", str(closed)))
+    assert "vc_ctl.py target trust t1" in r.stdout
+    rows = json.loads(ok(ctl("target", "list", "--json")).stdout)
+    assert [(t["name"], t["port"], t["host_key_fingerprint"]) for t in rows] == [
+        ("t1", closed, None)]
+    before = count_rows(db)
+    one_line_error(ctl("target", "add", "t1", "--address", "127.0.0.1"), 1, "exists already")
+    one_line_error(ctl("target", "add", "t2", "--address", "bad host!"), 1,
+                   "address must be a host name")
+    one_line_error(ctl("target", "add", "t3", "--address", "h", "--port", "0"), 1,
+                   "SSH port must be a number from 1 to 65535")
+    one_line_error(ctl("target", "trust", "nosuch"), 1, "no such iSCSI target: nosuch")
+    one_line_error(ctl("target", "trust", "t1", "--fingerprint", "md5:00"), 2,
+                   "not a SHA256 host key fingerprint")
+    one_line_error(ctl("target", "trust", "t1", "--yes"), 1,
+                   "iSCSI target t1: cannot reach 127.0.0.1:%d over SSH" % closed)
+    one_line_error(ctl("target", "frob"), 2, "invalid choice")
+    assert count_rows(db) == before
+    ok(ctl("target", "remove", "t1"))
+    assert json.loads(ok(ctl("target", "list", "--json")).stdout) == []
+
+
+def test_vc_vlan_arguments_and_states(ctl, db, tmp_path):
+    vlan = os.path.join(ROOT, "sbin", "vc_vlan.py")
+    r = ok(ctl("reserve", "--start", "now+1h", "--end", "now+2h", "--json"))
+    rack = json.loads(r.stdout)["rack"]
+
+    def run(*args):
+        cfg_path = str(tmp_path / "vc.conf")
+        return subprocess.run(["/usr/bin/python3", vlan] + list(args),
+                              env=dict(os.environ, VC_CONFIG=cfg_path), capture_output=True,
+                              text=True, timeout=60)
+
+    one_line_error(run("add"), 2, "the following arguments are required: rack")
+    one_line_error(run("join", "1"), 2, "invalid choice")
+    one_line_error(run("add", "x"), 2, "RACK must be a positive integer")
+    one_line_error(run("add", "99999"), 1, "no such reservation: 99999")
+    one_line_error(run("add", str(rack)), 1, "has no addresses (not started)")
+    r = run("del", str(rack))
+    assert r.returncode == 0 and r.stdout.strip().endswith("(vxlan, 0 command(s))"), r.stderr

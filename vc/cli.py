@@ -353,14 +353,16 @@ def target_cmd(cfg, db, args, now, admin, out):
     # trust: show the key the target presents now; pin it only on confirmation
     from vc import storage
 
-    t = targets.get(db, args.name)
-    ktype, fp = storage.probe_host_key(t["address"], t["port"], cfg.ssh_connect_timeout,
-                                       name=t["name"])
+    want = None
     if args.fingerprint is not None:
         try:
             want = storage.check_fingerprint(args.fingerprint)
         except ValueError as e:
             raise UsageError("%s: --fingerprint: %s" % (PROG, e)) from None
+    t = targets.get(db, args.name)
+    ktype, fp = storage.probe_host_key(t["address"], t["port"], cfg.ssh_connect_timeout,
+                                       name=t["name"])
+    if want is not None:
         if want != fp:
             raise VcError("target %s presents %s %s, not %s: not pinned" % (
                 t["name"], ktype, fp, want))

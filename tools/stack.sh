@@ -11,6 +11,8 @@
 # already running is kept. Processes are only ever stopped by the pid files written here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
 VAR=${VC_VAR:-$ROOT/var}
 VENV=${VC_VENV:-$ROOT/.venv}
 DB=$VAR/db
@@ -33,22 +35,7 @@ APT_PKGS="mariadb-server-core mariadb-client python3-venv python3-dev gcc pkg-co
           dnsmasq-base iptables busybox-static tzdata
           apache2 libapache2-mod-wsgi-py3 chromium"
 
-install_packages() {
-  local missing="" p
-  for p in $APT_PKGS; do
-    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  export DEBIAN_FRONTEND=noninteractive
-  log "apt-get install$missing"
-  # naming an installed package would upgrade it: only the missing ones are named
-  if ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q _Packages; then
-    apt-get -o DPkg::Lock::Timeout=600 update -q >&2
-  fi
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2 \
-    || { apt-get -o DPkg::Lock::Timeout=600 update -q >&2 &&
-         apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2; }
-}
+install_packages() { apt_ensure $APT_PKGS; }
 
 install_venv() {
   # /usr/bin/python3, not a pyenv one: the CGI pages run as www-data, which cannot reach /root

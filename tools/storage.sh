@@ -23,6 +23,8 @@
 # Re-runnable: what already runs is kept.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
 VAR=${VC_VAR:-$ROOT/var}
 D=$VAR/storage
 S=$D/ssh
@@ -55,22 +57,7 @@ tgtadm_() { tgtadm -C "$CTL" "$@"; }
 tgt_answers() { tgtadm_ --mode sys --op show >/dev/null 2>&1; }
 fingerprint() { ssh-keygen -l -E sha256 -f "$S/host_ed25519.pub" | awk '{print $2}'; }
 
-install_packages() {
-  local missing="" p
-  for p in $APT_PKGS; do
-    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  export DEBIAN_FRONTEND=noninteractive
-  log "apt-get install$missing"
-  # naming an installed package would upgrade it: only the missing ones are named
-  if ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q _Packages; then
-    apt-get -o DPkg::Lock::Timeout=600 update -q >&2
-  fi
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2 \
-    || { apt-get -o DPkg::Lock::Timeout=600 update -q >&2 &&
-         apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2; }
-}
+install_packages() { apt_ensure $APT_PKGS; }
 
 start_sshd() {
   mkdir -p "$S"

@@ -13,6 +13,8 @@
 # Everything VC keeps lives under $VC_VAR (default: <checkout>/var). Re-runnable.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
 VAR=${VC_VAR:-$ROOT/var}
 RUN=$VAR/run
 URI=qemu:///system
@@ -52,20 +54,7 @@ cgroup_controllers = [ ]
 # no per-VM mount namespace: needed in chroots/containers ("Failed disable mount propagation")
 namespaces = [ ]'
 
-install_packages() {
-  local missing="" p
-  for p in $APT_PKGS; do
-    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  export DEBIAN_FRONTEND=noninteractive
-  log "apt-get install$missing"
-  if ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q _Packages; then
-    apt-get -o DPkg::Lock::Timeout=600 update -q >&2
-  fi
-  # only the missing ones are named: naming an installed package would upgrade it
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2
-}
+install_packages() { apt_ensure $APT_PKGS; }
 
 configure() {
   getent group kvm >/dev/null || groupadd -r kvm

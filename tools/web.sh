@@ -21,6 +21,8 @@
 # Processes are only ever stopped through the pid file written here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
 VAR=${VC_VAR:-$ROOT/var}
 VENV=${VC_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python3
@@ -37,19 +39,10 @@ pid_alive() { [ -s "$1" ] && alive "$(cat "$1")"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 install_packages() {
-  local pkgs="apache2" missing="" p
+  local pkgs="apache2"
   [ "${VC_WEB_WSGI:-0}" = 1 ] && pkgs="$pkgs libapache2-mod-wsgi-py3"
-  for p in $pkgs; do
-    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  export DEBIAN_FRONTEND=noninteractive
-  log "apt-get install$missing"
-  if ! ls /var/lib/apt/lists/ 2>/dev/null | grep -q _Packages; then
-    apt-get -o DPkg::Lock::Timeout=600 update -q >&2
-  fi
-  # no service starts: there is no systemd here and policy-rc.d refuses; we run our own Apache
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2
+  # shellcheck disable=SC2086
+  apt_ensure $pkgs
 }
 
 check_venv() {

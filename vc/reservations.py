@@ -443,13 +443,16 @@ def delete(cfg, db, rack: int, now, actor: str, admin: bool = False,
         if data and not confirm_volumes:
             raise VcError("reservation %d has %d iSCSI volume(s) holding data (%s): confirm that "
                           "they are to be destroyed" % (rack, len(data), ", ".join(data)))
-        if data and st in (states.RESERVED, states.STOPPED):
+        def pending(why):
+            # the end moves to now (never before the start: a window cannot be negative)
             cur.execute("UPDATE vcregist SET pending = 'delete', "
                         "end_at = GREATEST(start_at, LEAST(end_at, %s)), "
                         "updated_at = %s WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
-            states.event(cur, rack, now, actor, "delete requested: its volumes are removed "
-                         "first", st, st)
+            states.event(cur, rack, now, actor, "delete requested: " + why, st, st)
             return st
+
+        if data and st in (states.RESERVED, states.STOPPED):
+            return pending("its volumes are removed first")
         if st in (states.RESERVED, states.STOPPED) or (
                 st == states.FAILED and not holds_resources(cur, rack)):
             states.transition(cur, row, states.DELETING, now, actor, "delete requested",
@@ -457,12 +460,7 @@ def delete(cfg, db, rack: int, now, actor: str, admin: bool = False,
             states.transition(cur, row, states.DELETED, now, actor, "deleted")
             return states.DELETED
         if st in (states.STARTING, states.RUNNING, states.STOPPING, states.FAILED):
-            cur.execute("UPDATE vcregist SET pending = 'delete', "
-                        "end_at = GREATEST(start_at, LEAST(end_at, %s)), "
-                        "updated_at = %s WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
-            states.event(cur, rack, now, actor, "delete requested: it is stopped first, then "
-                         "deleted", st, st)
-            return st
+            return pending("it is stopped first, then deleted")
         raise InvalidTransition(rack=rack, state=st, action="delete it")
 
     return db.transaction(run)

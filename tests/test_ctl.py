@@ -236,6 +236,15 @@ def test_forced_early_start_needs_capacity(make, db):
     assert R.get(db, r1)["state"] == "reserved"
 
 
+def test_stop_before_the_start_cancels(make, db):
+    cfg, c, _ = make()
+    rack = reserve(cfg, db, start="2026-12-01T03:00Z", end="2026-12-01T05:00Z")
+    assert c.stop(rack) == {"rack": rack, "state": "stopped", "changed": True}
+    r = R.get(db, rack)
+    assert r["state"] == "stopped" and r["start"] == NOW and r["end"] == NOW
+    assert count_rows(db)["vcalloc"] == 0
+
+
 def test_ended_and_invalid_starts(make, db):
     cfg, c, _ = make()
     rack = reserve(cfg, db)

@@ -581,9 +581,10 @@ class Ctl:
             row = states.lock(cur, rack)
             st = row["state"]
             if aware_utc(row["end_at"]) > now:
-                # a forced stop ends the reservation, or the tick would start it again
-                cur.execute("UPDATE vcregist SET end_at = %s WHERE rack = %s",
-                            (naive_utc(now), rack))
+                # a forced stop ends the reservation, or the tick would start it again (one
+                # that has not begun yet ends before it began: an empty window)
+                cur.execute("UPDATE vcregist SET start_at = LEAST(start_at, %s), end_at = %s "
+                            "WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
             if st == states.RESERVED:
                 states.transition(cur, row, states.STOPPED, now, self.actor,
                                   "stopped before it started")
@@ -602,6 +603,7 @@ class Ctl:
         if was == "cancelled":
             if pending == "delete":
                 self._finish_delete(rack)
+                return {"rack": rack, "state": "deleted", "changed": True}
             return {"rack": rack, "state": "stopped", "changed": True}
         plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
         nodes = plan.nodes if plan else []

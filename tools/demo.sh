@@ -45,6 +45,8 @@ fi
 cat <<MSG
 
 VC demo is running: private MariaDB and libvirtd under $ROOT/var, configuration $VC_CONFIG.
+Web pages: http://127.0.0.1:8080/vc/   (from your machine: ssh -L 8080:localhost:8080 FRONTEND,
+then open http://localhost:8080/vc/); the minute tick starts and stops reservations on time.
 Rack $live is a real cluster of QEMU guests; each prints its DHCP address on its console:
   grep VC-IP $ROOT/var/state/console/*.log
 Its gateway has a 1 GB iSCSI volume from target "demo" (sshd + tgtd on this machine):

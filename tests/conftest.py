@@ -22,6 +22,22 @@ from vc.db import Database  # noqa: E402
 VAR = os.environ.get("VC_VAR", os.path.join(ROOT, "var"))
 NOW = datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc)
 
+
+GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
+
+
+def assert_golden(name, text):
+    """Compare ``text`` with ``tests/data/golden/<name>``; the file is (re)written when missing
+    or when ``VC_REGENERATE_GOLDEN=1``."""
+    path = os.path.join(GOLDEN, name)
+    if os.environ.get("VC_REGENERATE_GOLDEN") == "1" or not os.path.exists(path):
+        os.makedirs(GOLDEN, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    with open(path) as f:
+        expected = f.read()
+    assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
+
 TABLES = ("networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
           "vciscsitarget", "vchost")
 

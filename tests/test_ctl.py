@@ -7,14 +7,13 @@ import re
 
 import pytest
 
-from conftest import NOW, ROOT, count_rows, db_overrides, make_cfg
+from conftest import NOW, ROOT, assert_golden, count_rows, db_overrides, make_cfg
 from vc import ctl as vctl
 from vc import reservations as R
 from vc import virt
 from vc.errors import VcError
 
 TESTNODE = "test://" + os.path.join(ROOT, "tests", "data", "testnode.xml")
-GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
 
 
 class Recorder:
@@ -286,10 +285,7 @@ def test_domain_xml_golden(make, db):
         out[name] = re.sub(r"(?<=[-=\"a-z])%d(?=[-\" ])" % rack, "R",
                            x.replace(cfg.state_dir, "/STATE"))
     for name, text in out.items():
-        path = os.path.join(GOLDEN, name)
-        if os.environ.get("VC_REGENERATE_GOLDEN") or not os.path.exists(path):
-            open(path, "w").write(text)
-        assert text == open(path).read(), name
+        assert_golden(name, text)
     assert "vc.nfs_mount=10.200.0.2:/data:/data" in out["ctl-compute.xml"]
     assert "protocol=\"iscsi\"" in out["ctl-gateway.xml"]
     assert "protocol" not in out["ctl-compute.xml"]

@@ -11,27 +11,16 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
+from conftest import assert_golden
 from vc import domainxml
 from vc.domainxml import (DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec,
                           domain_fingerprint, domain_metadata, parse_dhcp_hosts)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-GOLDEN = os.path.join(DATA, "golden")
 # a fresh, empty host on every open (test:///default would keep state for the whole process)
 TEST_URI = "test://" + os.path.join(DATA, "testnode.xml")
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-def assert_golden(name, text):
-    path = os.path.join(GOLDEN, name)
-    if os.environ.get("VC_REGENERATE_GOLDEN") == "1" or not os.path.exists(path):
-        os.makedirs(GOLDEN, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    with open(path) as f:
-        expected = f.read()
-    assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
 
 
 def gateway_spec(**kw):

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
+from conftest import assert_golden
 from vc import isolation
 from vc.domainxml import DomainSpec, InterfaceSpec
 from vc.errors import ConfigError, VcError
@@ -24,7 +25,6 @@ from vc.isolation import (LINK_GROUP, ClusterSegment, Dot1qBackend, HostSide, Is
 from vc.virt import CommandError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-GOLDEN = os.path.join(DATA, "golden")
 TEST_URI = "test://" + os.path.join(DATA, "testnode.xml")
 G = str(LINK_GROUP)
 ZERO = "00:00:00:00:00:00"
@@ -504,17 +504,6 @@ def test_8021q_vlan_on_the_wrong_nic_is_recreated():
 ##################
 # Open vSwitch   #
 ##################
-
-
-def assert_golden(name, text):
-    path = os.path.join(GOLDEN, name)
-    if os.environ.get("VC_REGENERATE_GOLDEN") == "1" or not os.path.exists(path):
-        os.makedirs(GOLDEN, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    with open(path) as f:
-        expected = f.read()
-    assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
 
 
 def test_ovs_interface_golden():

@@ -158,15 +158,15 @@ class Ctl:
         return f
 
     def _event(self, rack, reason):
-        st = self.db.transaction(lambda cur: self._state(cur, rack))
-        self.db.transaction(lambda cur: states.event(cur, rack, self.clock(), self.actor, reason,
-                                                     st, st))
+        """One event row that records the state the reservation is in (unchanged)."""
 
-    @staticmethod
-    def _state(cur, rack):
-        cur.execute("SELECT state FROM vcregist WHERE rack = %s", (rack,))
-        row = cur.fetchone()
-        return row["state"] if row else None
+        def run(cur):
+            cur.execute("SELECT state FROM vcregist WHERE rack = %s", (rack,))
+            row = cur.fetchone()
+            st = row["state"] if row else None
+            states.event(cur, rack, self.clock(), self.actor, reason, st, st)
+
+        self.db.transaction(run)
 
     def _step_done(self, rack, kind, step, detail=""):
         self._event(rack, "%s: %s done%s" % (kind, step, (": " + detail) if detail else ""))
@@ -495,16 +495,17 @@ class Ctl:
             self._step_done(rack, "start", step, "%d volume(s)" % n)
 
             step = "boot_gateways"
+            vols = [v for v in self.volumes(rack) if v["iqn"]]
             gws = [n for n in plan.nodes if n.appliance == "gateway"]
             for n in gws:
-                self._boot(plan, n)
+                self._boot(plan, n, vols=vols)
             self._step_done(rack, "start", step, ", ".join(n.name for n in gws))
 
             step = "boot_computes"
             cps = [n for n in plan.nodes if n.appliance != "gateway"]
             if cps:
                 with ThreadPoolExecutor(max_workers=self.cfg.boot_parallel) as ex:
-                    errors = [f.exception() for f in [ex.submit(self._boot, plan, n, True)
+                    errors = [f.exception() for f in [ex.submit(self._boot, plan, n, True, vols)
                                                       for n in cps]]
                 errors = [e for e in errors if e]
                 if errors:
@@ -533,24 +534,24 @@ class Ctl:
             "UPDATE vcnode SET state = %s, updated_at = %s WHERE rack = %s AND name = %s",
             (state, naive_utc(self.clock()), rack, name)))
 
-    def _boot(self, plan, node, own_connection=False):
+    def _boot(self, plan, node, own_connection=False, vols=None):
         """Define and start one node; wait until it runs (one retry: destroy, start again).
 
+        :param vols: the cluster's attached volumes (read once per start; None: read them).
         :param own_connection: use a connection of its own (parallel boots: libvirtd serves at
             most ``max_client_requests`` (5) calls of one connection at a time).
         """
-        uri = next((h.uri for h in self.cfg.hosts if h.name == node.host), "")
-        # (the test driver keeps its state per connection: it must share the one connection)
-        if own_connection and not uri.startswith("test:"):
-            host = self._open_host(node.host, uri)
+        shared = self.host(node.host)
+        if own_connection and not getattr(shared, "state_per_connection", False):
+            host = self._open_host(node.host, shared.uri)
             try:
-                return self._boot_on(host, plan, node)
+                return self._boot_on(host, plan, node, vols)
             finally:
-                getattr(host, "close", lambda: None)()
-        return self._boot_on(self.host(node.host), plan, node)
+                host.close()
+        return self._boot_on(shared, plan, node, vols)
 
-    def _boot_on(self, host, plan, node):
-        spec = self.domain_spec(plan, node)
+    def _boot_on(self, host, plan, node, vols):
+        spec = self.domain_spec(plan, node, vols)
         host.define(spec)
         for attempt in (1, 2):
             if attempt == 2:
@@ -898,7 +899,8 @@ class Ctl:
 
         reservations.get(self.db, rack)
         plan = self.db.transaction(run)
-        return plan, [self.domain_spec(plan, n).to_xml() for n in plan.nodes]
+        vols = [v for v in self.volumes(rack) if v["iqn"]]
+        return plan, [self.domain_spec(plan, n, vols).to_xml() for n in plan.nodes]
 
     def dump(self, rack) -> str:
         plan = self.db.transaction(lambda cur: addresses.load(cur, rack))

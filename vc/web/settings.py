@@ -10,9 +10,9 @@
     # where the pages live on the web server
     url_prefix = /vc
 
-Until these keys are merged into :data:`vc.config.SCHEMA` (which rejects unknown sections today),
-they are read here from the raw file at ``cfg.path``; every problem is a
-:class:`~vc.errors.ConfigError` naming the file and the key, like the rest of the configuration.
+:data:`KEYS` is the section's entry in :data:`vc.config.SCHEMA`; :func:`load` reads only this
+section of a file (``tools/web.sh`` asks it for the port before anything else runs). Every
+problem is a :class:`~vc.errors.ConfigError` naming the file and the key.
 """
 
 import configparser
@@ -103,19 +103,8 @@ def load(path: str) -> WebSettings:
 
 
 def for_config(cfg) -> WebSettings:
-    """The web settings of a loaded :class:`vc.config.Config`.
-
-    Once ``[web]`` is part of ``vc.config.SCHEMA`` (fields ``web_user``, ``web_port``,
-    ``web_url_prefix``) the parsed values are used; until then the file is read here. A config
-    built in memory (tests) whose path does not exist gets the defaults.
-    """
-    import os
-
-    if hasattr(cfg, "web_user"):
-        return WebSettings(cfg.web_user, cfg.web_port, cfg.web_url_prefix)
-    if not cfg.path or not os.path.exists(cfg.path):
-        return WebSettings()
-    return load(cfg.path)
+    """The web settings of a loaded :class:`vc.config.Config` (its ``[web]`` section)."""
+    return WebSettings(cfg.web_user, cfg.web_port, cfg.web_url_prefix)
 
 
 def main(argv=None):

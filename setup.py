@@ -11,8 +11,14 @@ setup(
         "PyMySQL>=1.1,<2",
         "Jinja2>=3.1,<4",
         "paramiko>=3.4,<6",
+        # SSH key validation and the per-cluster key pair (also a paramiko dependency)
+        "cryptography>=3.4",
+        # cloud-init NoCloud seeds: the YAML files (pycdlib, below, writes the ISO)
+        "PyYAML>=5.1,<7",
         # built from source against the system libvirt (needs libvirt-dev, pkg-config, gcc)
         "libvirt-python>=9.0,<13",
+        # cloud-init NoCloud seeds (ISO9660, label cidata) written in pure Python
+        "pycdlib>=1.11,<2",
     ],
     extras_require={
         # playwright drives Debian's /usr/bin/chromium (never 'playwright install')

@@ -56,10 +56,10 @@ def setup(dbname, state, real, parallel):
         over["virt"].update(kernel=os.path.join(GUEST, "vmlinux"),
                             initrd=os.path.join(GUEST, "initrd.img"))
     cfg = make_cfg(over)
-    os.makedirs(os.path.dirname(cfg.gateway_image), exist_ok=True)
-    if real and not os.path.exists(cfg.gateway_image):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cfg.gateway_image, "64M"],
-                       check=True)
+    image = cfg.appliance("gateway").image
+    os.makedirs(os.path.dirname(image), exist_ok=True)
+    if real and not os.path.exists(image):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "64M"], check=True)
     return cfg
 
 

@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from vc import storage  # noqa: E402
+from vc import iscsi, remote  # noqa: E402
 
 TOOL = os.path.join(ROOT, "tools", "storage.sh")
 PREFIX = "iqn.2026-11.vc.bench%d" % random.randrange(10 ** 6)
@@ -52,29 +52,27 @@ def tool(env, *args):
     return r.stdout.strip()
 
 
-class PerCommandSSH(storage.Executor):
+class PerCommandSSH(remote.Executor):
     """The unbatched way: every command on a new SSH connection of its own."""
 
     def __init__(self, target, key):
         self.target, self.key, self.name = target, key, target.name
+        self.is_target = True
         self.connects = 0
 
-    def _run_script(self, cmds):
-        outs = []
-        for c in cmds:
-            with storage.SSHExecutor(self.target, self.key) as ex:
-                outs.append(ex.run_script([c])[0])
+    def _run(self, argv):
+        with remote.SSHExecutor(self.target, self.key) as ex:
             self.connects += 1
-        return outs
+            return ex.run(argv)
 
 
 def specs(be, n, run):
     out = []
     for i in range(n):
         mount = "/vol%d" % i
-        name = storage.volume_name(900 + run, mount)
-        out.append(storage.VolumeSpec(storage.iqn_for(PREFIX, 900 + run, mount),
-                                      be.backing_for(name), 1))
+        name = iscsi.volume_name(900 + run, mount)
+        out.append(iscsi.VolumeSpec(iscsi.iqn_for(PREFIX, 900 + run, mount),
+                                    be.backing_for(name), 1))
     return out
 
 
@@ -84,19 +82,20 @@ def cleanup(local_be, vols):
 
 
 def measure(target, key, backing, control, sizes, runs, single_runs):
-    local = storage.TgtBackend(storage.LocalExecutor("cleanup"), backing, control_port=control)
+    local = iscsi.TgtBackend(remote.LocalExecutor("cleanup", is_target=True), backing,
+                             control_port=control)
     rows = []
     # the cost of one connection and of one empty exec on it (paramiko imported beforehand)
     import paramiko  # noqa: F401
 
     t0 = time.perf_counter()
-    ex = storage.SSHExecutor(target, key)
-    ex.execute(["true"])
+    ex = remote.SSHExecutor(target, key)
+    ex.run(["true"])
     first = time.perf_counter() - t0
     execs = []
     for _ in range(5):
         t0 = time.perf_counter()
-        ex.execute(["true"])
+        ex.run(["true"])
         execs.append(time.perf_counter() - t0)
     ex.close()
     base = (first - statistics.median(execs), statistics.median(execs))
@@ -106,8 +105,8 @@ def measure(target, key, backing, control, sizes, runs, single_runs):
         for i in range(runs):
             run_id += 1
             t0 = time.perf_counter()
-            with storage.SSHExecutor(target, key) as ex:
-                be = storage.TgtBackend(ex, backing, control_port=control)
+            with remote.SSHExecutor(target, key) as ex:
+                be = iscsi.TgtBackend(ex, backing, control_port=control)
                 vols = specs(be, n, run_id)
                 changed = be.ensure_volumes(vols, ["127.0.0.1"])
             batched.append(time.perf_counter() - t0)
@@ -117,7 +116,7 @@ def measure(target, key, backing, control, sizes, runs, single_runs):
                 continue
             run_id += 1
             pc = PerCommandSSH(target, key)
-            be = storage.TgtBackend(pc, backing, control_port=control)
+            be = iscsi.TgtBackend(pc, backing, control_port=control)
             vols = specs(be, n, run_id)
             t0 = time.perf_counter()
             changed = be.ensure_volumes(vols, ["127.0.0.1"])
@@ -156,7 +155,7 @@ def main():
                VC_ISCSI_PORT=str(free_port()), VC_TGT_CONTROL=str(control))
     env_rc = dict(env, VC_VAR=os.path.join(tmp, "bashrc"), VC_SSH_PORT=str(ports["bashrc"]),
                   VC_SSH_LEAN_SHELL="0")
-    key, _ = storage.frontend_key(os.path.join(tmp, "state"))
+    key, _ = remote.frontend_key(os.path.join(tmp, "state"))
     backing = os.path.join(tmp, "lean", "storage", "backing")
     started = []
     try:
@@ -169,12 +168,12 @@ def main():
             tool(env_rc, "authorize", key + ".pub")
         print("storage bench: 1 GB volumes, tgtd control socket %d, batched median of %d, "
               "load average %.1f" % (control, args.runs, os.getloadavg()[0]))
-        target = storage.Target("bench", "127.0.0.1", ports["lean"], fingerprint=fp)
+        target = remote.Target("bench", "127.0.0.1", ports["lean"], fingerprint=fp)
         base, rows = measure(target, key, backing, control, sizes, args.runs, args.single_runs)
         report("lean remote shell (the demo target host: sshd SetEnv SHLVL=1)", base, rows)
         goal = dict((r[0], r[1]) for r in rows).get(4)
         if not args.lean_only:
-            target = storage.Target("bench", "127.0.0.1", ports["bashrc"], fingerprint=fp_rc)
+            target = remote.Target("bench", "127.0.0.1", ports["bashrc"], fingerprint=fp_rc)
             base, rows = measure(target, key, backing, control, sizes, args.runs,
                                  args.single_runs)
             report("root's ~/.bashrc run for every exec (pyenv init on this machine)", base, rows)

@@ -102,8 +102,8 @@ def main():
               % (statistics.median(times) * 1000, max(times) * 1000, bare * 1000))
         if args.skip_real:
             return
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cfg.gateway_image, "64M"],
-                       check=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
+                        cfg.appliance("gateway").image, "64M"], check=True)
         now = datetime.now(timezone.utc)
         if now.second > 45:
             time.sleep(61 - now.second)

@@ -7,6 +7,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 from vc import bootstrap  # noqa: E402
 
 bootstrap.reexec_in_venv(__file__)
-from vc.cli import main  # noqa: E402
+from vc.cmd.vc_ctl import main  # noqa: E402
 
 sys.exit(main())

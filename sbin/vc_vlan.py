@@ -7,6 +7,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 from vc import bootstrap  # noqa: E402
 
 bootstrap.reexec_in_venv(__file__)
-from vc.cli import vlan_main  # noqa: E402
+from vc.cmd.vc_vlan import main  # noqa: E402
 
-sys.exit(vlan_main())
+sys.exit(main())

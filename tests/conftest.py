@@ -39,7 +39,7 @@ def assert_golden(name, text):
     assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
 
 TABLES = ("networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
-          "vciscsitarget", "vchost")
+          "vciscsitarget", "vchost", "vcsshkey")
 
 
 def db_env():
@@ -63,6 +63,8 @@ BASE_CONF = {
                "max_volumes": "2", "max_volume_gb": "100"},
     "defaults": {"memory_mb": "256", "disk_gb": "5", "vcpus": "1"},
     "site": {"timezone": "Asia/Tokyo", "admins": "root alice"},
+    # the libvirt test driver's own network
+    "network": {"public_network": "default"},
 }
 
 

@@ -176,3 +176,50 @@ def test_vc_vlan_arguments_and_states(ctl, db, tmp_path):
     one_line_error(run("add", str(rack)), 1, "has no addresses (not started)")
     r = run("del", str(rack))
     assert r.returncode == 0 and r.stdout.strip().endswith("(vxlan, 0 command(s))"), r.stderr
+
+
+def test_target_update_drops_the_pin_on_a_new_address_or_port(ctl, db):
+    pin = "SHA256:" + "a" * 43
+
+    def pinned(fp=pin):
+        db.transaction(lambda cur: cur.execute(
+            "UPDATE vciscsitarget SET host_key_fingerprint = %s WHERE name = 't1'", (fp,)))
+
+    def row():
+        t = db.query("SELECT * FROM vciscsitarget WHERE name = 't1'")[0]
+        return t["address"], t["port"], t["ssh_user"], t["iscsi_port"], t["host_key_fingerprint"]
+
+    ok(ctl("target", "add", "t1", "--address", "127.0.0.1", "--port", "2201"))
+    pinned()
+    # the SSH user or the iSCSI port: the same machine, the pin stays
+    r = json.loads(ok(ctl("target", "update", "t1", "--user", "vc", "--iscsi-port", "3261",
+                          "--json")).stdout)
+    assert r["pin_dropped"] is False and r["name"] == "t1"
+    assert row() == ("127.0.0.1", 2201, "vc", 3261, pin)
+    # a new address: another machine, the pin goes (as on the target page)
+    out = ok(ctl("target", "update", "t1", "--address", "192.0.2.9")).stdout
+    assert "pinned host key was dropped" in out and "vc_ctl.py target trust t1" in out
+    assert row() == ("192.0.2.9", 2201, "vc", 3261, None)
+    # a new SSH port: the pin goes too
+    pinned()
+    r = json.loads(ok(ctl("target", "update", "t1", "--port", "2202", "--json")).stdout)
+    assert r["pin_dropped"] is True and row() == ("192.0.2.9", 2202, "vc", 3261, None)
+    before = count_rows(db)
+    one_line_error(ctl("target", "update", "nosuch", "--port", "22"), 1,
+                   "no such iSCSI target: nosuch")
+    one_line_error(ctl("target", "update", "t1"), 2, "give at least one of --address")
+    one_line_error(ctl("target", "update", "t1", "--port", "0"), 1,
+                   "SSH port must be a number from 1 to 65535")
+    one_line_error(ctl("target", "update", "t1", "--address", "bad host!"), 1,
+                   "address must be a host name")
+    assert count_rows(db) == before and row() == ("192.0.2.9", 2202, "vc", 3261, None)
+
+
+def test_show_says_what_may_be_done_next(ctl, db):
+    r = ok(ctl("reserve", "--start", "now+1h", "--end", "now+3h", "--json"))
+    rack = json.loads(r.stdout)["rack"]
+    # the tests run as root (an admin who may also start it)
+    want = (["start"] if os.geteuid() == 0 else []) + ["extend", "stop", "delete"]
+    shown = ok(ctl("show", str(rack))).stdout
+    assert "next: %s\n" % ", ".join(want) in shown
+    assert json.loads(ok(ctl("show", str(rack), "--json")).stdout)["actions"] == want

@@ -74,7 +74,7 @@ def booked_never_exceeds(cfg, db):
                 shapes[k] = shapes.get(k, 0) + c
         unplaced, _ = admission.place(shapes, hosts)
         assert not unplaced, (t, shapes)
-        assert sum(b["gw"] for b in active) <= len(cfg.public_pool)
+        assert sum(b["gw"] for b in active) <= len(cfg.addresses.public_pool)
     return len(by)
 
 

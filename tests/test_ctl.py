@@ -9,6 +9,7 @@ import pytest
 
 from conftest import NOW, ROOT, assert_golden, count_rows, db_overrides, make_cfg
 from vc import ctl as vctl
+from vc import designer
 from vc import reservations as R
 from vc import virt
 from vc.errors import VcError
@@ -80,10 +81,14 @@ def test_start_allocates_registers_and_boots(make, db):
     assert nodes[0]["public_ip"] == "198.51.100.10" and nodes[1]["public_ip"] is None
     kinds = sorted((a["kind"], a["value"]) for a in db.query("SELECT kind, value FROM vcalloc"))
     assert ("subnet", "10.200.0.0/24") in kinds and ("isolation", "100") in kinds
-    assert len(kinds) == 2 + 3 * 2 + 1
+    # subnet + isolation, a MAC and an IP per node, the gateway's public IP and public NIC MAC
+    assert len(kinds) == 2 + 3 * 2 + 1 + 1
+    assert ("mac", "52:54:00:00:00:04") in kinds
+    assert db.query("SELECT public_mac FROM vcnode WHERE appliance = 'gateway'")[0][
+        "public_mac"] == "52:54:00:00:00:04"
 
     # the dump, exactly in the insert-ethers --dump format
-    dump = open(c.dump_path(rack)).read()
+    dump = open(designer.dump_path(cfg, rack)).read()
     assert dump.splitlines()[1] == (
         'insert-ethers --hostname="compute-%d-0" --rack=%d --rank=0 --cpus=1 '
         '--appliance="Compute" --mac="52:54:00:00:00:02" --device="eth0" '
@@ -102,13 +107,14 @@ def test_start_allocates_registers_and_boots(make, db):
     h = c.host("h1")
     dhcp = sorted((d.mac, d.ip, d.name) for d in h.dhcp_hosts("vt-net%d" % rack))
     assert dhcp == sorted((n["mac"], n["ip"], n["name"]) for n in nodes)
-    hosts = open(cfg.hosts_file).read()
+    hosts = open(cfg.register.hosts_file).read()
     assert "10.200.0.3\tcompute-%d-0" % rack in hosts
 
     # disks: one qcow2 overlay per node over the appliance image, sized from the reservation
     creates = [a for a in rec.calls if a[:2] == ["qemu-img", "create"]]
     assert creates[0] == ["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b",
-                          cfg.gateway_image, c.disk_path("gateway-%d-0" % rack), "5G"]
+                          cfg.virt.gateway_image,
+                          designer.disk_path(cfg, "gateway-%d-0" % rack), "5G"]
     assert len(creates) == 3
     assert sorted(h.list_domains("vt-")) == sorted("vt-" + n["name"] for n in nodes)
     assert all(h.state("vt-" + n["name"]) == "running" for n in nodes)
@@ -140,14 +146,18 @@ def test_stop_leaves_nothing(make, db):
     assert db.query("SELECT COUNT(*) AS n FROM vcnode WHERE rack=%s", (rack,))[0]["n"] == 0
     assert db.query("SELECT COUNT(*) AS n FROM nodes WHERE Rack=%s", (rack,))[0]["n"] == 0
     assert db.query("SELECT COUNT(*) AS n FROM nodes WHERE Rack=%s", (other,))[0]["n"] == 1
-    assert sorted(os.listdir(cfg.disk_dir)) == ["vt-gateway-%d-0.qcow2" % other]
-    assert "rack %d" % rack not in open(cfg.hosts_file).read()
-    assert not os.path.exists(c.dump_path(rack))
+    # the other cluster's disk and seed stay; this one's are gone, and its key pair
+    assert sorted(os.listdir(cfg.virt.disk_dir)) == ["vt-gateway-%d-0.qcow2" % other,
+                                                     "vt-gateway-%d-0.seed.iso" % other]
+    assert not os.path.exists(designer.key_dir(cfg, rack))
+    assert os.path.exists(designer.key_dir(cfg, other))
+    assert "rack %d" % rack not in open(cfg.register.hosts_file).read()
+    assert not os.path.exists(designer.dump_path(cfg, rack))
     # stopping again is a no-op that still succeeds
     assert c.stop(rack)["state"] == "stopped"
     c.stop(other)
     assert db.query("SELECT COUNT(*) AS n FROM vcalloc")[0]["n"] == 0
-    assert os.listdir(cfg.disk_dir) == []
+    assert os.listdir(cfg.virt.disk_dir) == []
 
 
 def test_two_clusters_disjoint(make, db):
@@ -282,8 +292,8 @@ def test_domain_xml_golden(make, db):
     plan, xmls = c.plan_preview(rack)
     out = {}
     for name, x in (("ctl-gateway.xml", xmls[0]), ("ctl-compute.xml", xmls[1])):
-        out[name] = re.sub(r"(?<=[-=\"a-z])%d(?=[-\" ])" % rack, "R",
-                           x.replace(cfg.state_dir, "/STATE"))
+        out[name] = re.sub(r"(?<=[-=\"a-z])(?<!=-)%d(?=[-\" ])" % rack, "R",
+                           x.replace(cfg.site.state_dir, "/STATE"))
     for name, text in out.items():
         assert_golden(name, text)
     assert "vc.nfs_mount=10.200.0.2:/data:/data" in out["ctl-compute.xml"]

@@ -1,8 +1,9 @@
 """vc.isolation without a kernel: exact commands on fake hosts, crashes at every point, golden XML.
 
-Each fake host keeps a small model of its links and VXLAN FDB, answers ``ip -d -j link show`` and
-``bridge -j fdb show`` in iproute2's JSON format (the format is pinned by the samples captured
-from iproute2 6.1 at the end of this file), applies the commands VC runs and records every argv.
+Each fake host (tests/fakes.py's recording executor, which records every argv) keeps a small model
+of its links and VXLAN FDB, answers ``ip -d -j link show`` and ``bridge -j fdb show`` in
+iproute2's JSON format (the format is pinned by the samples captured from iproute2 6.1 at the end
+of this file) and applies the commands VC runs.
 So the tests can assert exact command lines, and also that a run that died after any command is
 finished by running it again. tests/real/test_isolation_real.py does the same on real kernels.
 """
@@ -11,18 +12,20 @@ import copy
 import json
 import os
 import xml.etree.ElementTree as ET
+from types import SimpleNamespace
 
 import libvirt
 import pytest
 
-from conftest import assert_golden
+from conftest import assert_golden, make_cfg
+from fakes import RecordingExecutor, with_config
 from vc import isolation
 from vc.domainxml import DomainSpec, InterfaceSpec
 from vc.errors import ConfigError, VcError
 from vc.isolation import (LINK_GROUP, ClusterSegment, Dot1qBackend, HostSide, IsolationError,
-                          OvsBackend, OvsInterfaceSpec, VxlanBackend, backend_for, parse_fdb_dsts,
-                          parse_links)
-from vc.virt import CommandError
+                          NullBackend, OvsBackend, OvsInterfaceSpec, VxlanBackend, make_isolation,
+                          parse_fdb_dsts, parse_links)
+from vc.remote import CommandError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 TEST_URI = "test://" + os.path.join(DATA, "testnode.xml")
@@ -37,7 +40,7 @@ class Crash(CommandError):
     """What the fake raises to simulate a crash (the process dying) at a chosen command."""
 
 
-class FakeHost:
+class FakeHost(RecordingExecutor):
     """A host's links as the kernel would keep them, driven by ip/bridge argv.
 
     :param crash_at: raise :class:`Crash` at the n-th (1-based) changing command,
@@ -45,12 +48,11 @@ class FakeHost:
     """
 
     def __init__(self, name, links=None, crash_at=None, crash_after=True, ovs_bridges=()):
-        self.name = name
+        super().__init__(name)
         self.links = {"lo": self._link("lo", None, mtu=65536, up=True),
                       "eth0": self._link("eth0", None, up=True)}
         self.links.update(copy.deepcopy(links or {}))
         self.fdb = {}  # vxlan name -> [dst]
-        self.calls = []
         self.changes = 0
         self.crash_at, self.crash_after = crash_at, crash_after
         self.ovs_bridges = set(ovs_bridges)
@@ -67,11 +69,9 @@ class FakeHost:
     def state(self):
         return copy.deepcopy((self.links, {k: sorted(v) for k, v in self.fdb.items()}))
 
-    # -- the executor ------------------------------------------------------------------------
+    # -- the executor's answers (RecordingExecutor records the argv) --------------------------
 
-    def __call__(self, argv):
-        argv = list(argv)
-        self.calls.append(argv)
+    def respond(self, argv):
         if argv == LINKS:
             return json.dumps([self._json(lk) for lk in self.links.values()])
         if argv[:4] == ["bridge", "-j", "fdb", "show"]:
@@ -515,7 +515,8 @@ def test_ovs_interface_golden():
 def ovs_domain():
     seg = ClusterSegment(3, 1003, "vcbr3")
     return DomainSpec(name="vc-3-gw", memory_mb=256, vcpus=1,
-                      interfaces=[OvsBackend("br-vc").interface_spec("52:54:00:00:03:01", seg),
+                      interfaces=[OvsBackend("br-vc").interface_spec("52:54:00:00:03:01",
+                                                                     "vc-net3", seg),
                                   InterfaceSpec("52:54:00:00:03:02", bridge="br-public")],
                       uuid="6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d")
 
@@ -560,22 +561,104 @@ def test_ovs_add_checks_the_bridge_and_creates_nothing():
 ##################
 
 
-def test_backend_for():
-    assert isinstance(backend_for("vxlan"), VxlanBackend)
-    assert backend_for("vxlan", port=8472).udp_port == 8472
-    assert backend_for("8021q", trunk_nic="eth1").trunk_nic == "eth1"
-    assert backend_for("ovs", ovs_bridge="br-vc").ovs_bridge == "br-vc"
-    assert backend_for("none").add(ClusterSegment(3, 1003, "vcbr3", [HostSide("h1", None)])) == []
+def test_make_isolation():
+    assert isinstance(make_isolation(make_cfg()), VxlanBackend)
+    assert make_isolation(make_cfg({"network": {"vxlan_port": "8472"}})).udp_port == 8472
+    assert make_isolation(make_cfg({"network": {"isolation": "8021q", "trunk_nic": "eth1"}})
+                          ).trunk_nic == "eth1"
+    assert make_isolation(make_cfg({"network": {"isolation": "ovs", "ovs_bridge": "br-vc"}})
+                          ).ovs_bridge == "br-vc"
+    none = make_isolation(make_cfg({"network": {"isolation": "none"}}))
+    assert none.add(ClusterSegment(3, 1003, "vcbr3", [HostSide("h1", None)])) == []
     with pytest.raises(VcError, match="spans 2 hosts"):
-        backend_for("none").add(ClusterSegment(3, 1003, "vcbr3", [HostSide("h1", None),
-                                                                   HostSide("h2", None)]))
+        none.add(ClusterSegment(3, 1003, "vcbr3", [HostSide("h1", None), HostSide("h2", None)]))
+    cfg = make_cfg(path="/etc/vc/vc.conf")
     with pytest.raises(ConfigError, match="unknown backend 'vlan'") as e:
-        backend_for("vlan", config_path="/etc/vc/vc.conf")
+        make_isolation(with_config(cfg, "network", isolation="vlan"))
     assert e.value.exit_code == 2 and "/etc/vc/vc.conf" in str(e.value)
     with pytest.raises(ConfigError, match="trunk_nic"):
-        backend_for("8021q")
+        make_isolation(with_config(cfg, "network", isolation="8021q"))
     with pytest.raises(ConfigError, match="ovs_bridge"):
-        backend_for("ovs")
+        make_isolation(with_config(cfg, "network", isolation="ovs"))
+
+
+##################
+# The contract   #
+##################
+
+PLAN = SimpleNamespace(rack=3, isolation_id=1003)
+
+
+def two_hosts(isolation, h1=None, h2=None, **network):
+    """A config with hosts h1 and h2 (their extra keys ``h1``/``h2``) and ``[network]``."""
+    uri = {"uri": "test:///default", "memory_mb": "4096", "vcpus": "8"}
+    return make_cfg({"network": dict(network, isolation=isolation), "virt": {"name_prefix": "vt"},
+                     "host:h1": dict(uri, **h1 or {}), "host:h2": dict(uri, **h2 or {})})
+
+
+def executors():
+    made = {}
+    return made, lambda name: made.setdefault(name, RecordingExecutor(name))
+
+
+def test_vxlan_segment_policy():
+    ul = {"underlay_ip": "192.168.250.1"}, {"underlay_ip": "192.168.250.2"}
+    cfg = two_hosts("vxlan", *ul, underlay_mtu="9000")
+    be = make_isolation(cfg)
+    made, host_exec = executors()
+    seg = be.segment(cfg, PLAN, ["h1", "h2"], host_exec)
+    assert (seg.rack, seg.isolation_id, seg.bridge, seg.port, seg.mtu) == (3, 1003, "vtbr3",
+                                                                          "vtvx1003", 9000)
+    assert [(h.name, h.underlay_ip, h.execute) for h in seg.hosts] == [
+        ("h1", "192.168.250.1", made["h1"]), ("h2", "192.168.250.2", made["h2"])]
+    assert be.mtu(seg) == 8950
+    assert [h.name for h in be.delete_hosts(cfg)] == ["h1", "h2"]
+    # one host with an underlay address is a segment too (other hosts may join later)
+    assert [h.name for h in be.segment(cfg, PLAN, ["h2"], host_exec).hosts] == ["h2"]
+    # one host without one: its bridge is the whole segment; several: an error
+    cfg = two_hosts("vxlan", ul[0])
+    assert be.segment(cfg, PLAN, ["h2"], host_exec) is None
+    with pytest.raises(VcError, match=r"^rack 3 spans hosts h1, h2: \[host:h2\] underlay_ip is "
+                                      r"needed to join them with VXLAN$"):
+        be.segment(cfg, PLAN, ["h1", "h2"], host_exec)
+    assert [h.name for h in be.delete_hosts(cfg)] == ["h1"]
+
+
+def test_8021q_ovs_none_segment_policy():
+    cfg = two_hosts("8021q", {"trunk_nic": "eth3"}, trunk_nic="eth1")
+    made, host_exec = executors()
+    be = make_isolation(cfg)
+    seg = be.segment(cfg, PLAN, ["h1", "h2"], host_exec)
+    assert seg.port is None and [(h.name, h.trunk_nic) for h in seg.hosts] == [
+        ("h1", "eth3"), ("h2", None)]
+    assert be.mtu(seg) is None and [h.name for h in be.delete_hosts(cfg)] == ["h1", "h2"]
+    cfg = two_hosts("ovs", ovs_bridge="br-vc")
+    be = make_isolation(cfg)
+    seg = be.segment(cfg, PLAN, ["h2"], host_exec)
+    assert [h.name for h in seg.hosts] == ["h2"] and seg.port is None and be.mtu(seg) is None
+    assert [h.name for h in be.delete_hosts(cfg)] == ["h1", "h2"]
+    cfg = two_hosts("none")
+    be = make_isolation(cfg)
+    assert be.segment(cfg, PLAN, ["h1", "h2"], host_exec) is None
+    assert be.delete_hosts(cfg) == []
+    assert all(ex.calls == [] for ex in made.values())  # deciding the segment runs nothing
+
+
+@pytest.mark.parametrize("be", [VxlanBackend(), Dot1qBackend("eth0"), NullBackend()],
+                         ids=["vxlan", "8021q", "none"])
+def test_interface_on_the_cluster_network(be):
+    seg = ClusterSegment(3, 1003, "vcbr3")
+    for s in (seg, None):
+        assert be.interface_spec("52:54:00:00:03:01", "vc-net3", s) == InterfaceSpec(
+            mac="52:54:00:00:03:01", network="vc-net3")
+
+
+def test_ovs_interface_spec():
+    seg = ClusterSegment(3, 1003, "vcbr3")
+    nic = OvsBackend("br-vc").interface_spec("52:54:00:00:03:01", "vc-net3", seg)
+    assert nic == OvsInterfaceSpec(mac="52:54:00:00:03:01", bridge="br-vc", vlan=1003)
+    with pytest.raises(ValueError, match="segment"):
+        OvsBackend("br-vc").interface_spec("52:54:00:00:03:01", "vc-net3", None)
 
 
 ##################

@@ -1,5 +1,6 @@
 """vc.register: the insert-ethers dump format, the rocks registrar (recording executor) and the
-builtin registrar (real database, a recording DHCP fake, a hosts file in tmp_path)."""
+builtin registrar (real database, a recording DHCP fake, a hosts file in tmp_path); the fakes
+are tests/fakes.py's."""
 
 import json
 import os
@@ -12,7 +13,8 @@ from vc.errors import ConfigError, VcError
 from vc.register import (BuiltinRegistrar, NodeEntry, RegistrationError, RocksRegistrar, dump,
                          dump_line, hostname, make_registrar, parse_dump, parse_line)
 
-from conftest import count_rows
+from conftest import count_rows, make_cfg
+from fakes import RecordingDhcp, RecordingExecutor, with_config
 
 ROCKS = "/opt/rocks/sbin/insert-ethers"
 ROCKS_TABLES = ("networks", "nodes", "memberships")
@@ -179,19 +181,6 @@ def test_parse_dump_skips_blanks_and_comments_and_numbers_bad_lines():
 
 
 # ============================================================================ rocks registrar
-class Recorder:
-    """A recording ``execute(argv)``; raises on the call numbered ``fail_at`` (1-based)."""
-
-    def __init__(self, fail_at=None):
-        self.calls, self.fail_at = [], fail_at
-
-    def __call__(self, argv):
-        self.calls.append(list(argv))
-        if len(self.calls) == self.fail_at:
-            raise VcError("command failed: %s" % argv[0])
-        return ""
-
-
 def argv_of(e):
     return [ROCKS, "--hostname=%s" % e.hostname, "--rack=%d" % e.rack, "--rank=%d" % e.rank,
             "--cpus=%d" % e.cpus, "--appliance=%s" % e.appliance, "--mac=%s" % e.mac,
@@ -205,7 +194,10 @@ def state_path(tmp_path):
 
 
 def rocks(state_path, fail_at=None):
-    rec = Recorder(fail_at)
+    """A rocks registrar on a recording executor that fails the call numbered ``fail_at``."""
+    rec = RecordingExecutor("rocks")
+    if fail_at:
+        rec.fail(fail_at, stderr="command failed")
     return RocksRegistrar(rec, applied_path=state_path), rec
 
 
@@ -330,29 +322,6 @@ def test_rocks_corrupt_state_file_is_refused(state_path):
 
 
 # ============================================================================ builtin registrar
-class FakeDhcp:
-    """Records calls; holds {(network, mac): (ip, name)} like a libvirt network's <dhcp>."""
-
-    def __init__(self, fail_add_at=None, fail_remove_at=None):
-        self.hosts, self.calls = {}, []
-        self.fail_add_at, self.fail_remove_at = fail_add_at, fail_remove_at
-
-    def add_dhcp_host(self, network_name, mac, ip, name):
-        self.calls.append(("add", network_name, mac, ip, name))
-        if sum(c[0] == "add" for c in self.calls) == self.fail_add_at:
-            raise VcError("libvirt said no")
-        if self.hosts.get((network_name, mac)) == (ip, name):
-            return False
-        self.hosts[(network_name, mac)] = (ip, name)
-        return True
-
-    def remove_dhcp_host(self, network_name, mac, ip, name):
-        self.calls.append(("remove", network_name, mac, ip, name))
-        if sum(c[0] == "remove" for c in self.calls) == self.fail_remove_at:
-            raise VcError("libvirt said no")
-        return self.hosts.pop((network_name, mac), None) is not None
-
-
 @pytest.fixture
 def rdb(db):
     """``db`` with the Rocks tables emptied too, and the migration re-applied (which reseeds
@@ -383,7 +352,7 @@ def hosts_file(tmp_path):
 
 
 def builtin(rdb, hosts_file, **kw):
-    dhcp = FakeDhcp(**kw)
+    dhcp = RecordingDhcp(**kw)
     return BuiltinRegistrar(rdb, dhcp, hosts_file), dhcp
 
 
@@ -458,7 +427,7 @@ def test_builtin_register_writes_rows_dhcp_and_hosts_block(rdb, hosts_file):
 
 def test_builtin_module_and_new_hosts_file(rdb, tmp_path):
     path = str(tmp_path / "new-hosts")
-    r = BuiltinRegistrar(rdb, FakeDhcp(), path)
+    r = BuiltinRegistrar(rdb, RecordingDhcp(), path)
     e = node(rack=7, rank=2, module="virtio_net", cpus=4)
     r.register([e], "vc-7")
     assert rows(rdb) == [expected_row(e, "compute")]
@@ -612,11 +581,16 @@ def test_replace_block():
 
 
 # ============================================================================ factory
-def test_make_registrar(rdb, hosts_file, state_path):
-    assert isinstance(make_registrar("builtin", db=rdb, dhcp=FakeDhcp(), hosts_file=hosts_file),
-                      BuiltinRegistrar)
-    r = make_registrar("rocks", execute=Recorder(), applied_path=state_path)
+def test_make_registrar(rdb, hosts_file, state_path, tmp_path):
+    cfg = make_cfg({"register": {"hosts_file": hosts_file}})
+    r = make_registrar(cfg, db=rdb, dhcp=RecordingDhcp())
+    assert isinstance(r, BuiltinRegistrar) and r.hosts_file == hosts_file
+    assert r.dump_argv0 == "insert-ethers"
+    cfg = make_cfg({"register": {"registrar": "rocks"}, "site": {"state_dir": str(tmp_path)}},
+                   path="/etc/vc/vc.conf")
+    r = make_registrar(cfg, execute=RecordingExecutor())
     assert isinstance(r, RocksRegistrar) and r.argv0 == ROCKS
+    assert r.dump_argv0 == ROCKS and r.applied_path == state_path
     with pytest.raises(ConfigError, match="unknown registrar 'rocks2'") as err:
-        make_registrar("rocks2", config_path="/etc/vc/vc.conf")
+        make_registrar(with_config(cfg, "register", registrar="rocks2"))
     assert err.value.exit_code == 2 and "/etc/vc/vc.conf" in str(err.value)

@@ -280,3 +280,91 @@ def test_schema_upgrade_idempotent(cfg, db):
 
     with pytest.raises(pymysql.err.IntegrityError):
         db.transaction(dup)
+
+
+# ------------------------------------------------------------------------ allowed_actions
+ADMINS = ("root", "alice")
+LIVE, ENDED = NOW + H, NOW - H
+# (state, pending, end) -> (owner's actions, an admin's actions); another user: none
+ACTION_TABLE = [
+    ("reserved", None, LIVE, "extend stop delete", "start extend stop delete"),
+    ("starting", None, LIVE, "extend stop delete", "start extend stop delete"),
+    ("running", None, LIVE, "extend stop delete", "extend stop delete"),
+    ("stopping", None, LIVE, "delete", "delete"),
+    ("stopped", None, LIVE, "reopen delete", "reopen delete"),
+    ("failed", None, LIVE, "extend stop delete", "start extend stop delete"),
+    ("deleting", None, LIVE, "", ""),
+    # the window is over: nothing to extend or start; a reserved one can still be cancelled
+    ("reserved", None, ENDED, "stop delete", "stop delete"),
+    ("starting", None, ENDED, "delete", "delete"),
+    ("running", None, ENDED, "delete", "delete"),
+    ("stopping", None, ENDED, "delete", "delete"),
+    ("stopped", None, ENDED, "reopen delete", "reopen delete"),
+    ("failed", None, ENDED, "delete", "delete"),
+    ("deleting", None, ENDED, "", ""),
+    # a delete is pending: only asking again where it can still be done at once
+    ("reserved", "delete", LIVE, "delete", "delete"),
+    ("starting", "delete", LIVE, "", ""),
+    ("running", "delete", LIVE, "", ""),
+    ("stopping", "delete", LIVE, "", ""),
+    ("stopped", "delete", LIVE, "delete", "delete"),
+    ("failed", "delete", LIVE, "delete", "delete"),
+    ("deleting", "delete", LIVE, "", ""),
+]
+
+
+@pytest.mark.parametrize("state,pending,end,owner,admin", ACTION_TABLE)
+def test_allowed_actions_table(state, pending, end, owner, admin):
+    row = {"rack": 1, "owner": "bob", "state": state, "pending": pending, "end": end}
+    assert R.allowed_actions(row, NOW, "bob", ADMINS) == owner.split()
+    assert R.allowed_actions(row, NOW, "mallory", ADMINS) == []
+    assert R.allowed_actions(row, NOW, "alice", ADMINS) == admin.split()
+    # root (vc_ctl under sudo) may do what an admin may, named in [site] admins or not
+    assert R.allowed_actions(row, NOW, "carol", (), root=True) == admin.split()
+    # a vcregist row (naive UTC end_at) gives the same answer
+    raw = dict(row, end_at=end.replace(tzinfo=None))
+    del raw["end"]
+    assert R.allowed_actions(raw, NOW, "bob", ADMINS) == owner.split()
+
+
+def test_allowed_actions_cover_every_state_and_follow_the_state_machine():
+    assert {(s, p, e) for s, p, e, _, _ in ACTION_TABLE} >= {
+        (s, None, e) for s in states.ALL for e in (LIVE, ENDED)}
+    via = {  # the transition each action makes (or requests: a started cluster is stopped first)
+        "start": (states.STARTING,), "reopen": (states.RESERVED,), "extend": (),
+        "stop": (states.STOPPED, states.STOPPING), "delete": (states.DELETING, states.STOPPING)}
+    for st in states.ALL:
+        for pending in (None, "delete"):
+            for end in (LIVE, ENDED):
+                row = {"owner": "bob", "state": st, "pending": pending, "end": end}
+                got = R.allowed_actions(row, NOW, "alice", ADMINS)
+                assert list(got) == [a for a in R.ACTIONS if a in got]  # in the listed order
+                for a in got:
+                    if a == "extend":
+                        assert st in states.HOLDS_CAPACITY
+                    elif a == "start" and st == states.STARTING:
+                        pass  # resuming a crashed start
+                    elif a == "delete" and st == states.STOPPING:
+                        pass  # marked pending: the stop under way ends in stopped -> deleting
+                    else:
+                        assert any(states.can(st, t) for t in via[a]), (st, a)
+
+
+@pytest.mark.parametrize("state,pending,end,owner,admin", ACTION_TABLE)
+def test_allowed_actions_are_accepted(cfg, db, state, pending, end, owner, admin):
+    """What allowed_actions offers the owner, the operations do (no refusal)."""
+    # the window is 23:00-03:00 UTC (begun at NOW); "ended" is looked at four hours after NOW
+    at = NOW if end == LIVE else NOW + 4 * H
+    for action in owner.split():
+        db.transaction(lambda cur: cur.execute("DELETE FROM vcregist"))
+        rack = R.create(cfg, db, fields(start="2026-12-01T08:00"), NOW)
+        db.transaction(lambda cur, rack=rack: cur.execute(
+            "UPDATE vcregist SET state = %s, pending = %s WHERE rack = %s",
+            (state, pending, rack)))
+        assert action in R.allowed_actions(R.get(db, rack), at, "bob", ADMINS)
+        if action in ("extend", "reopen"):
+            R.extend(cfg, db, rack, at + 2 * H, at, "bob")
+        elif action == "stop":
+            R.stop_now(cfg, db, rack, at, "bob")
+        else:
+            R.delete(cfg, db, rack, at, "bob")

@@ -1,18 +1,15 @@
-"""vc.virt against libvirt's test driver (a fresh host per test), a small hand-written fake for
-the error paths, and qemu-img both recorded and for real."""
+"""vc.virt against libvirt's test driver (a fresh host per test) and a small hand-written fake for
+the error paths (the node disks are tests/test_disks.py's, the commands tests/test_remote.py's)."""
 
-import json
 import logging
 import os
-import subprocess
 
 import libvirt
 import pytest
 
-from vc import virt
 from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec
 from vc.errors import NotFound, VcError
-from vc.virt import CommandError, Host, HypervisorError, NotFoundOnHost
+from vc.virt import Host, HypervisorError, NotFoundOnHost
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 # every open of test:///<file> starts again from the file: a fresh, empty host per test
@@ -539,100 +536,3 @@ def test_dhcp_update_flags(active, persistent, flags):
          -1, new.to_xml(), flags),
         (libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
          -1, net_spec().hosts[0].to_xml(), flags)]
-
-
-# -- disks ------------------------------------------------------------------------------------
-
-
-class RecordingExecutor:
-    def __init__(self, answers=None):
-        self.calls = []
-        self.answers = answers or {}
-
-    def __call__(self, argv):
-        self.calls.append(list(argv))
-        return self.answers.get(argv[1], "")
-
-
-def test_create_cow_disk_argv(tmp_path):
-    ex = RecordingExecutor({"info": json.dumps({"format": "raw", "virtual-size": 1 << 26})})
-    path, base = str(tmp_path / "n0.qcow2"), str(tmp_path / "base.img")
-    assert virt.create_cow_disk(path, base, 5, execute=ex) is True
-    assert ex.calls == [
-        ["qemu-img", "info", "--output=json", base],
-        ["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", base, path, "5G"],
-    ]
-
-
-def test_create_cow_disk_makes_paths_absolute(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    ex = RecordingExecutor({"info": '{"format": "qcow2"}'})
-    assert virt.create_cow_disk("n0.qcow2", "base.qcow2", 1, execute=ex) is True
-    assert ex.calls[1][-4:] == ["-b", str(tmp_path / "base.qcow2"), str(tmp_path / "n0.qcow2"),
-                                "1G"]
-
-
-def test_create_cow_disk_existing_is_a_noop(tmp_path):
-    path = tmp_path / "n0.qcow2"
-    path.write_text("data")
-    ex = RecordingExecutor()
-    assert virt.create_cow_disk(str(path), "/base.img", 5, execute=ex) is False
-    assert ex.calls == []
-    assert path.read_text() == "data"
-
-
-def test_image_format_garbage():
-    with pytest.raises(HypervisorError, match="cannot read the format"):
-        virt.image_format("/x", execute=lambda argv: "not json")
-
-
-def test_make_base_image_argv(tmp_path):
-    ex = RecordingExecutor()
-    path = str(tmp_path / "base.qcow2")
-    assert virt.make_base_image(path, 64, execute=ex) is True
-    assert ex.calls == [["qemu-img", "create", "-f", "qcow2", path, "64M"]]
-
-
-def qemu_img_info(path):
-    out = subprocess.run(["qemu-img", "info", "--output=json", path], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)
-
-
-@pytest.mark.parametrize("base_fmt", ["qcow2", "raw"])
-def test_cow_disk_with_real_qemu_img(tmp_path, base_fmt):
-    base = str(tmp_path / ("base." + base_fmt))
-    disk = str(tmp_path / "node.qcow2")
-    assert virt.make_base_image(base, 16, fmt=base_fmt) is True
-    assert virt.make_base_image(base, 16, fmt=base_fmt) is False
-    assert virt.image_format(base) == base_fmt
-    assert virt.create_cow_disk(disk, base, 2) is True
-    assert virt.create_cow_disk(disk, base, 2) is False
-    info = qemu_img_info(disk)
-    assert info["format"] == "qcow2"
-    assert info["virtual-size"] == 2 * 1024 ** 3
-    assert info["backing-filename"] == base
-    assert info["backing-filename-format"] == base_fmt
-    assert virt.remove_disk(disk) is True
-    assert virt.remove_disk(disk) is False
-
-
-def test_run_local_error_carries_stderr(tmp_path):
-    missing = str(tmp_path / "missing.img")
-    with pytest.raises(CommandError) as ei:
-        virt.run_local(["qemu-img", "info", missing])
-    assert ei.value.returncode == 1
-    assert "qemu-img info %s failed (exit status 1)" % missing in str(ei.value)
-    assert "No such file or directory" in str(ei.value)
-    assert isinstance(ei.value, HypervisorError)
-
-
-def test_run_local_missing_program():
-    with pytest.raises(CommandError, match="could not run"):
-        virt.run_local(["/nonexistent/qemu-img", "info"])
-
-
-def test_create_cow_disk_over_missing_base(tmp_path):
-    with pytest.raises(CommandError, match="Could not open"):
-        virt.create_cow_disk(str(tmp_path / "n.qcow2"), str(tmp_path / "nobase.img"), 1)
-    assert not (tmp_path / "n.qcow2").exists()

@@ -4,6 +4,8 @@
 # (The once-a-minute tick that starts and stops reservations by the clock arrives with vc_cron.)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
 CTL="$ROOT/sbin/vc_ctl.py"
 if [ "${1:-}" = --stop-clusters ]; then
   # `make stop`: no QEMU guest outlives the demo; each cluster is stopped the normal way

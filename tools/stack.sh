@@ -17,17 +17,6 @@ VAR=${VC_VAR:-$ROOT/var}
 VENV=${VC_VENV:-$ROOT/.venv}
 DB=$VAR/db
 SOCK=$DB/mysqld.sock
-log() { echo "stack: $*" >&2; }
-die() { echo "stack: ERROR: $*" >&2; exit 1; }
-
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s:0:1}" != Z ]; }
-pid_alive() { [ -s "$1" ] && alive "$(cat "$1")"; }
-wait_for() {  # wait_for SECONDS CMD...
-  local n=$(( $1 * 20 )); shift
-  local i; for i in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  "$@" || return 1
-}
-
 # Packages VC needs on the frontend. mariadb-server-core (not mariadb-server): the full package
 # would initialise and, without policy-rc.d, start the *system* mariadbd on :3306.
 APT_PKGS="mariadb-server-core mariadb-client python3-venv python3-dev gcc pkg-config libvirt-dev

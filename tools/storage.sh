@@ -34,25 +34,10 @@ ISCSI_PORT=${VC_ISCSI_PORT:-3260}
 # default: the control socket of the tgtd started here, else 0
 CTL=${VC_TGT_CONTROL:-$(cat "$T/control" 2>/dev/null || echo 0)}
 LEAN=${VC_SSH_LEAN_SHELL:-1}
-log() { echo "storage: $*" >&2; }
-die() { echo "storage: ERROR: $*" >&2; exit 1; }
 
 APT_PKGS="openssh-server openssh-client tgt libiscsi-bin qemu-block-extra qemu-utils"
 
-# alive PID [COMM]: the process exists, is not a zombie and (if given) has that command name
-alive() {
-  local s c
-  s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s:0:1}" != Z ] || return 1
-  [ -z "${2:-}" ] && return 0
-  c=$(cat "/proc/$1/comm" 2>/dev/null) && [ "$c" = "$2" ]
-}
 ours() { [ -s "$2" ] && alive "$(cat "$2")" "$1"; }   # ours COMM PIDFILE
-wait_for() {  # wait_for SECONDS CMD...
-  local n=$(( $1 * 20 )) i; shift
-  for i in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  "$@" >/dev/null 2>&1
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 tgtadm_() { tgtadm -C "$CTL" "$@"; }
 tgt_answers() { tgtadm_ --mode sys --op show >/dev/null 2>&1; }
 fingerprint() { ssh-keygen -l -E sha256 -f "$S/host_ed25519.pub" | awk '{print $2}'; }

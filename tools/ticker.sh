@@ -4,12 +4,13 @@
 # On a real frontend use `vc_ctl.py cron install` (/etc/cron.d/vc) instead.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
 VAR=${VC_VAR:-$ROOT/var}
 PIDF=$VAR/run/ticker.pid
-alive() { [ -s "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
 case "${1:-}" in
   start)
-    if alive; then echo "ticker: already running (pid $(cat "$PIDF"))" >&2; exit 0; fi
+    if pid_alive "$PIDF"; then echo "ticker: already running (pid $(cat "$PIDF"))" >&2; exit 0; fi
     mkdir -p "$VAR/run" "$VAR/log"
     : "${VC_CONFIG:?VC_CONFIG must name the configuration}"
     setsid bash -c '
@@ -20,13 +21,13 @@ case "${1:-}" in
     echo $! >"$PIDF"
     echo "ticker: running vc_cron.py every minute (pid $!)" >&2 ;;
   stop)
-    if alive; then
+    if pid_alive "$PIDF"; then
       pid=$(cat "$PIDF")
       # the loop is the leader of its own session: end it and the tick it may be running
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
       echo "ticker: stopped (pid $pid)" >&2
     fi
     rm -f "$PIDF" ;;
-  status) if alive; then echo "ticker: running (pid $(cat "$PIDF"))"; else echo "ticker: stopped"; fi ;;
+  status) if pid_alive "$PIDF"; then echo "ticker: running (pid $(cat "$PIDF"))"; else echo "ticker: stopped"; fi ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -18,19 +18,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VAR=${VC_VAR:-$ROOT/var}
 RUN=$VAR/run
 URI=qemu:///system
-log() { echo "virt: $*" >&2; }
-die() { echo "virt: ERROR: $*" >&2; exit 1; }
 
 T0=$(date +%s.%N)
 el() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
-# alive PID [COMM]: the process exists, is not a zombie and (if given) has that command name
-alive() {
-  local s c
-  s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s:0:1}" != Z ] || return 1
-  [ -z "${2:-}" ] && return 0
-  c=$(cat "/proc/$1/comm" 2>/dev/null) && [ "$c" = "$2" ]
-}
 # ours NAME: VC's marker for daemon NAME exists and names a live NAME process
 ours() { [ -s "$RUN/$1.pid" ] && alive "$(cat "$RUN/$1.pid")" "$1"; }
 # sys_pid NAME: the live pid in /run/NAME.pid (the daemon's own pid file), or fail

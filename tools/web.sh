@@ -31,12 +31,6 @@ CONF=$A/httpd.conf
 PIDFILE=$A/run/httpd.pid
 WEB_USER=www-data
 M=/usr/lib/apache2/modules
-log() { echo "web: $*" >&2; }
-die() { echo "web: ERROR: $*" >&2; exit 1; }
-
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${s:0:1}" != Z ]; }
-pid_alive() { [ -s "$1" ] && alive "$(cat "$1")"; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 install_packages() {
   local pkgs="apache2"

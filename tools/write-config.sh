@@ -3,12 +3,15 @@
 # Kept when it already exists (an operator may have edited it); delete it to get a fresh one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tools/lib.sh
+. "$ROOT/tools/lib.sh"
+VC_TOOL=config
 VAR=${VC_VAR:-$ROOT/var}
 OUT=${1:-$VAR/vc.conf}
 mkdir -p "$VAR/state/images" "$VAR/log"
 # the nodes' copy-on-write disks are overlays of this (empty) base image
 [ -f "$VAR/state/images/base.qcow2" ] || qemu-img create -q -f qcow2 "$VAR/state/images/base.qcow2" 256M
-[ -s "$OUT" ] && { echo "config: keeping $OUT" >&2; exit 0; }
+[ -s "$OUT" ] && { log "keeping $OUT"; exit 0; }
 # shellcheck disable=SC1091
 . "$VAR/db.env"
 # shellcheck disable=SC1091
@@ -80,6 +83,11 @@ backing_dir = $VC_STORAGE_BACKING_DIR
 tgt_control_port = $VC_STORAGE_TGT_CONTROL
 
 [network]
+# the gateways' second NIC (their public_pool address) is on the demo's libvirt network
+public_network = vc-public
+public_prefix = 24
+# default route given to the gateways: empty = none
+public_gateway =
 # one host: each cluster's own bridge is its whole segment (VXLAN joins hosts that have
 # [host:NAME] underlay_ip)
 isolation = vxlan

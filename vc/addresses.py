@@ -36,6 +36,8 @@ class NodePlan:
     ip: Optional[str] = None
     public_ip: Optional[str] = None
     host: Optional[str] = None
+    public_mac: Optional[str] = None   # a gateway's NIC on the public network
+    id: Optional[int] = None           # the vcnode row (new at every start)
 
 
 @dataclass
@@ -85,11 +87,12 @@ def choose(cfg, rack: int, nodes: List[NodePlan], taken: Dict[str, Set[str]],
     :param first_mac: counter value of the first MAC to hand out.
     :raises CapacityError: when a pool is exhausted or a node fits on no host.
     """
-    subnet = next((s for s in cfg.private_pool.subnets(new_prefix=cfg.private_prefix)
+    pools = cfg.addresses
+    subnet = next((s for s in pools.private_pool.subnets(new_prefix=pools.private_prefix)
                    if str(s) not in taken.get("subnet", ())), None)
     if subnet is None:
-        raise CapacityError("no free private subnet in %s" % cfg.private_pool)
-    lo, hi = cfg.isolation_ids
+        raise CapacityError("no free private subnet in %s" % pools.private_pool)
+    lo, hi = pools.isolation_ids
     used_iso = taken.get("isolation", set())
     iso = next((i for i in range(lo, hi + 1) if str(i) not in used_iso), None)
     if iso is None:
@@ -98,14 +101,17 @@ def choose(cfg, rack: int, nodes: List[NodePlan], taken: Dict[str, Set[str]],
     addrs = list(subnet.hosts())[1:]
     if len(nodes) > len(addrs):
         raise CapacityError("%d nodes do not fit in %s" % (len(nodes), subnet))
-    free_public = [str(a) for a in cfg.public_pool if str(a) not in taken.get("public_ip", ())]
+    free_public = [str(p) for p in pools.public_pool if str(p) not in taken.get("public_ip", ())]
     for i, n in enumerate(nodes):
-        n.mac = mac(cfg.mac_prefix, first_mac + i)
+        n.mac = mac(pools.mac_prefix, first_mac + i)
         n.ip = str(addrs[i])
         if n.appliance == "gateway":
             if not free_public:
                 raise CapacityError("no free public address for %s" % n.name)
             n.public_ip = free_public.pop(0)
+    # the gateways' public NICs take the MACs after the private ones
+    for i, n in enumerate(x for x in nodes if x.appliance == "gateway"):
+        n.public_mac = mac(pools.mac_prefix, first_mac + len(nodes) + i)
     # placement: largest first, each on the host with the most free memory (spreads the cluster)
     for n in sorted(nodes, key=lambda n: (-n.memory_mb, -n.vcpus, n.appliance != "gateway",
                                           n.rank)):
@@ -117,6 +123,11 @@ def choose(cfg, rack: int, nodes: List[NodePlan], taken: Dict[str, Set[str]],
         host_free[h][1] -= n.vcpus
         n.host = h
     return Plan(rack, subnet, iso, nodes)
+
+
+def mac_count(nodes) -> int:
+    """MACs a cluster takes from the counter: one per node, one more per gateway."""
+    return len(nodes) + sum(1 for n in nodes if n.appliance == "gateway")
 
 
 def _taken(cur, rack) -> Dict[str, Set[str]]:
@@ -154,7 +165,8 @@ def load(cur, rack) -> Optional[Plan]:
                 "ON s.rack = n.rack AND s.appliance = n.appliance WHERE n.rack = %s "
                 "ORDER BY n.appliance = 'compute', n.`rank`", (rack,))
     nodes = [NodePlan(r["appliance"], r["rank"], r["name"], r["memory_mb"], r["vcpus"],
-                      r["disk_gb"], r["mac"], r["ip"], r["public_ip"], r["host"])
+                      r["disk_gb"], r["mac"], r["ip"], r["public_ip"], r["host"],
+                      r["public_mac"], r["id"])
              for r in cur.fetchall()]
     return Plan(rack, ipaddress.IPv4Network(got["subnet"]), int(got["isolation"]), nodes)
 
@@ -179,24 +191,30 @@ def allocate(cfg, cur, rack, resources, now) -> Plan:
         return existing
     nodes = node_plans(cfg, rack, resources)
     cur.execute("UPDATE vccounter SET value = LAST_INSERT_ID(value + %s) WHERE name = 'mac'",
-                (len(nodes),))
+                (mac_count(nodes),))
     cur.execute("SELECT LAST_INSERT_ID() AS v")
     last = int(cur.fetchone()["v"])
     plan = choose(cfg, rack, nodes, _taken(cur, rack), host_free(cfg, cur, rack),
-                  last - len(nodes) + 1)
+                  last - mac_count(nodes) + 1)
     n = naive_utc(now)
     rows = [("subnet", str(plan.subnet)), ("isolation", str(plan.isolation_id))]
     for node in plan.nodes:
         rows += [("mac", node.mac), ("private_ip", node.ip)]
         if node.public_ip:
             rows.append(("public_ip", node.public_ip))
+        if node.public_mac:
+            rows.append(("mac", node.public_mac))
     cur.executemany("INSERT INTO vcalloc (kind, value, rack, created_at) VALUES (%s, %s, %s, %s)",
                     [(k, v, rack, n) for k, v in rows])
     cur.executemany(
-        "INSERT INTO vcnode (rack, appliance, `rank`, name, mac, ip, public_ip, host, state, "
-        "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'new', %s)",
-        [(rack, x.appliance, x.rank, x.name, x.mac, x.ip, x.public_ip, x.host, n)
+        "INSERT INTO vcnode (rack, appliance, `rank`, name, mac, ip, public_ip, public_mac, host, "
+        "state, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'new', %s)",
+        [(rack, x.appliance, x.rank, x.name, x.mac, x.ip, x.public_ip, x.public_mac, x.host, n)
          for x in plan.nodes])
+    cur.execute("SELECT id, name FROM vcnode WHERE rack = %s", (rack,))
+    ids = {r["name"]: r["id"] for r in cur.fetchall()}
+    for x in plan.nodes:
+        x.id = ids[x.name]
     LOG.info("rack %s: allocated %s, isolation %s, %d nodes", rack, plan.subnet,
              plan.isolation_id, len(plan.nodes))
     return plan

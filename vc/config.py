@@ -1,152 +1,50 @@
 """Configuration: one INI file turned into one typed, validated :class:`Config`.
 
 The file is ``$VC_CONFIG`` if set, else ``/etc/vc/vc.conf``; in a development checkout with neither,
-``<checkout>/var/vc.conf`` (what ``make demo`` writes). Every section and key is listed in
-``SCHEMA`` below and documented in ``etc/vc.conf.example``; an unknown section or key is an error
-too (a typo must not silently fall back to a default). Every problem is reported as one
-:class:`~vc.errors.ConfigError` naming the file and the key.
+``<checkout>/var/vc.conf`` (what ``make demo`` writes).
+
+Every key is declared once, below, as a field of its section's frozen dataclass (:class:`Virt` is
+``[virt]``, ...): the field's name is the key, its default the default (a field without one is
+REQUIRED), and its metadata the parser and a one-line help (:func:`key`). :func:`parse` derives the
+rest from these declarations: the parsing, the unknown-section/unknown-key errors (a typo must not
+silently fall back to a default) and the :class:`Config` object, whose fields are the sections
+(``cfg.virt.boot_timeout``, ``cfg.storage.backend``), the repeated ``[host:NAME]`` sections
+(``cfg.hosts``) and the resolved appliance profiles (``cfg.appliance("gateway")``).
+``etc/vc.conf.example`` documents every key (tests/test_config.py checks that it names them all).
+Every problem is reported as one :class:`~vc.errors.ConfigError` naming the file and the key.
 """
+
+# the annotations stay strings: no typing import (this module is on every CGI page's path), and
+# ``str | None`` works on Python 3.9
+from __future__ import annotations
 
 import configparser
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from dataclasses import (MISSING, FrozenInstanceError, dataclass, field, fields,
+                         is_dataclass, replace)
 
 from vc.errors import ConfigError
-from vc.web.settings import KEYS as WEB_KEYS
 
 DEFAULT_PATH = "/etc/vc/vc.conf"
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-MAC_PREFIX_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){2}$")
+# the parsers' patterns are compiled (and cached by re) when a key that needs one is given
+MAC_PREFIX_RE = r"^[0-9a-f]{2}(:[0-9a-f]{2}){2}$"
+USER_RE = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+URL_PREFIX_RE = r"^(/[A-Za-z0-9._~-]+)+$"
+LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = r"^(?=.{1,253}$)%s(?:\.%s)*$" % (LABEL, LABEL)
+NETWORK_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IFNAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"
+
+APPLIANCES = ("gateway", "compute")
 
 
-@dataclass(frozen=True)
-class Host:
-    """A physical host VC may place nodes on."""
-
-    name: str
-    uri: str
-    memory_mb: int
-    vcpus: int
-    underlay_ip: Optional[str] = None
-    trunk_nic: Optional[str] = None
-    initiator: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Config:
-    path: str
-    # [database]
-    db_socket: Optional[str]
-    db_host: Optional[str]
-    db_port: int
-    db_user: str
-    db_password: str
-    db_name: str
-    db_connect_timeout: int
-    # [host:NAME] sections, in file order
-    hosts: Tuple[Host, ...]
-    # [addresses]
-    mac_prefix: str
-    private_pool: ipaddress.IPv4Network
-    private_prefix: int
-    public_pool: Tuple[ipaddress.IPv4Address, ...]
-    isolation_ids: Tuple[int, int]
-    # [limits]
-    max_hours: int
-    max_nodes: int
-    max_gateways: int
-    max_memory_mb: int
-    max_disk_gb: int
-    max_vcpus: int
-    max_volumes: int
-    max_volume_gb: int
-    # [defaults]
-    default_memory_mb: int
-    default_disk_gb: int
-    default_vcpus: int
-    # [site]
-    timezone: str
-    admins: Tuple[str, ...]
-    state_dir: str
-    log_file: Optional[str]
-    # [virt]
-    domain_type: str
-    name_prefix: str
-    disk_dir: str
-    console_dir: str
-    gateway_image: str
-    compute_image: str
-    kernel: Optional[str]
-    initrd: Optional[str]
-    cmdline: str
-    boot_timeout: int
-    shutdown_timeout: int
-    boot_parallel: int
-    # [register]
-    registrar: str
-    insert_ethers: str
-    gateway_membership: str
-    compute_membership: str
-    hosts_file: str
-    # [storage]
-    storage_backend: str
-    storage_backing: str
-    storage_backing_dir: str
-    storage_vg: Optional[str]
-    iqn_prefix: str
-    tgt_control_port: int
-    ssh_connect_timeout: int
-    ssh_command_timeout: int
-    # [network]
-    isolation: str
-    underlay_mtu: int
-    vxlan_port: int
-    trunk_nic: Optional[str]
-    ovs_bridge: Optional[str]
-    # [web]
-    web_user: str
-    web_port: int
-    web_url_prefix: str
-    # [cron]
-    max_start_retries: int
-    ha_max_restarts: int
-
-    # ---------------------------------------------------------------- derived figures
-    @property
-    def subnet_count(self) -> int:
-        """How many per-cluster subnets the private pool holds."""
-        return 2 ** (self.private_prefix - self.private_pool.prefixlen)
-
-    @property
-    def nodes_per_subnet(self) -> int:
-        """Usable node addresses in one cluster subnet (network, broadcast and the host's bridge
-        address are not usable)."""
-        return 2 ** (32 - self.private_prefix) - 3
-
-    @property
-    def isolation_count(self) -> int:
-        return self.isolation_ids[1] - self.isolation_ids[0] + 1
-
-    def image(self, appliance: str) -> str:
-        return self.gateway_image if appliance == "gateway" else self.compute_image
-
-    def membership(self, appliance: str) -> str:
-        return self.gateway_membership if appliance == "gateway" else self.compute_membership
-
-    def tzinfo(self):
-        from zoneinfo import ZoneInfo
-
-        return ZoneInfo(self.timezone)
-
-
-# section -> key -> (parser, default or REQUIRED). Parsers raise ValueError with a short reason.
-REQUIRED = object()
-
+# ---------------------------------------------------------------------------------- parsers
+# A parser turns the raw text of a key into its value, or raises ValueError with a short reason.
 
 def _int(lo, hi=None):
     def parse(s):
@@ -159,6 +57,17 @@ def _int(lo, hi=None):
         return v
 
     return parse
+
+
+_BOOLS = {"1": True, "yes": True, "true": True, "on": True,
+          "0": False, "no": False, "false": False, "off": False}
+
+
+def _bool(s):
+    v = _BOOLS.get(s.strip().lower())
+    if v is None:
+        raise ValueError("must be yes or no, got %r" % s)
+    return v
 
 
 def _str(s):
@@ -176,9 +85,14 @@ def _anystr(s):
     return s
 
 
+def _optany(s):
+    """Any text; empty = not given."""
+    return s if s.strip() else None
+
+
 def _mac_prefix(s):
     s = s.strip().lower()
-    if not MAC_PREFIX_RE.match(s):
+    if not re.match(MAC_PREFIX_RE, s):
         raise ValueError("must be three hex octets like 52:54:00, got %r" % s)
     if int(s[:2], 16) & 1:
         raise ValueError("the first octet must be unicast (even), got %r" % s)
@@ -256,6 +170,14 @@ def _choice(*choices):
     return parse
 
 
+def _optional(parser):
+    """``parser``, but an empty value = not given (None)."""
+    def parse(s):
+        return parser(s) if s.strip() else None
+
+    return parse
+
+
 def _prefix(s):
     s = s.strip()
     if not re.match(r"^[a-z][a-z0-9]{0,7}$", s):
@@ -288,6 +210,16 @@ def _ipaddr(s):
         raise ValueError("must be an IP address, got %r" % s) from None
 
 
+def _ipv4(s):
+    s = s.strip()
+    if not s:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(s))
+    except ValueError:
+        raise ValueError("must be an IPv4 address, got %r" % s) from None
+
+
 def _iqn_prefix(s):
     s = s.strip()
     if not re.match(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*$", s):
@@ -315,105 +247,405 @@ def _uri(s):
     return s
 
 
-SCHEMA = {
-    "database": {
-        "unix_socket": (_optstr, ""),
-        "host": (_optstr, ""),
-        "port": (_int(1, 65535), "3306"),
-        "user": (_str, REQUIRED),
-        "password": (_anystr, ""),
-        "name": (_str, REQUIRED),
-        "connect_timeout": (_int(1, 300), "10"),
-    },
-    "addresses": {
-        "mac_prefix": (_mac_prefix, "52:54:00"),
-        "private_pool": (_network, "10.200.0.0/16"),
-        "private_prefix": (_int(8, 29), "24"),
-        "public_pool": (_pool, REQUIRED),
-        "isolation_ids": (_id_range, "100-4094"),
-    },
-    "limits": {
-        "max_hours": (_int(1), "168"),
-        "max_nodes": (_int(1), "64"),
-        "max_gateways": (_int(1), "4"),
-        "max_memory_mb": (_int(64), "16384"),
-        "max_disk_gb": (_int(1), "500"),
-        "max_vcpus": (_int(1), "16"),
-        "max_volumes": (_int(0), "8"),
-        "max_volume_gb": (_int(1), "1000"),
-    },
-    "defaults": {
-        "memory_mb": (_int(64), "512"),
-        "disk_gb": (_int(1), "10"),
-        "vcpus": (_int(1), "1"),
-    },
-    "site": {
-        "timezone": (_timezone, "UTC"),
-        "admins": (_names, "root"),
-        "state_dir": (_str, "/var/lib/vc"),
-        "log_file": (_path, ""),
-    },
-    "virt": {
-        "domain_type": (_choice("qemu", "kvm"), "qemu"),
-        "name_prefix": (_prefix, "vc"),
-        # empty = <state_dir>/disks, <state_dir>/console, <state_dir>/images/base.qcow2
-        "disk_dir": (_path, ""),
-        "console_dir": (_path, ""),
-        "gateway_image": (_path, ""),
-        "compute_image": (_path, ""),
-        "kernel": (_path, ""),
-        "initrd": (_path, ""),
-        "cmdline": (_anystr, "console=ttyS0 panic=-1 quiet"),
-        "boot_timeout": (_int(1, 3600), "60"),
-        "shutdown_timeout": (_int(0, 3600), "30"),
-        "boot_parallel": (_int(1, 256), "8"),
-    },
-    "register": {
-        "registrar": (_choice("builtin", "rocks"), "builtin"),
-        "insert_ethers": (_path, "/opt/rocks/sbin/insert-ethers"),
-        "gateway_membership": (_label, "Gateway"),
-        "compute_membership": (_label, "Compute"),
-        "hosts_file": (_path, ""),
-    },
-    "storage": {
-        "backend": (_choice("tgt", "targetcli"), "tgt"),
-        "backing": (_choice("file", "lvm"), "file"),
-        # on the target host: where file-backed LUNs live
-        "backing_dir": (_path, "/var/lib/vc/iscsi"),
-        "volume_group": (_optstr, ""),
-        "iqn_prefix": (_iqn_prefix, "iqn.2026-11.vc.frontend"),
-        "tgt_control_port": (_int(0, 65535), "0"),
-        "connect_timeout": (_int(1, 300), "10"),
-        "command_timeout": (_int(1, 3600), "60"),
-    },
-    "network": {
-        "isolation": (_choice("vxlan", "8021q", "ovs", "none"), "vxlan"),
-        "underlay_mtu": (_int(576, 65535), "1500"),
-        "vxlan_port": (_int(1, 65535), "4789"),
-        "trunk_nic": (_optstr, ""),
-        "ovs_bridge": (_optstr, ""),
-    },
-    # user (single-user mode), port (the demo Apache), url_prefix: see vc/web/settings.py
-    "web": dict(WEB_KEYS),
-    "cron": {
-        "max_start_retries": (_int(0, 100), "5"),
-        "ha_max_restarts": (_int(0, 1000), "3"),
-    },
-}
-HOST_SCHEMA = {
-    "uri": (_uri, REQUIRED),
-    "memory_mb": (_int(64), REQUIRED),
-    "vcpus": (_int(1), REQUIRED),
-    # address on the network between the hosts (VXLAN source/peer); needed when clusters span
-    # several hosts with [network] isolation = vxlan
-    "underlay_ip": (_ipaddr, ""),
-    "trunk_nic": (_optstr, ""),
-    # how iSCSI targets see this host (IP or IQN) in their ACLs; default: underlay_ip, else
-    # 127.0.0.1 (a target on the frontend itself)
-    "initiator": (_initiator, ""),
-}
+def _hostname(s):
+    """A host name or address; empty = None."""
+    s = s.strip()
+    if not s:
+        return None
+    try:
+        return str(ipaddress.ip_address(s))
+    except ValueError:
+        pass
+    if not re.match(HOSTNAME_RE, s):
+        raise ValueError("must be a host name or an IP address, got %r" % s)
+    return s
 
 
+def _domain(s):
+    s = s.strip().rstrip(".").lower()
+    if not re.match(HOSTNAME_RE, s):
+        raise ValueError("must be a DNS domain like vc.internal, got %r" % s)
+    return s
+
+
+def _public_network(s):
+    s = s.strip()
+    if s.startswith("bridge:"):
+        bridge = s[len("bridge:"):].strip()
+        if not re.match(IFNAME_RE, bridge):
+            raise ValueError("bridge:NAME needs a host bridge name (up to 15 letters, digits, "
+                             ". _ -), got %r" % bridge)
+        return "bridge:" + bridge
+    if not re.match(NETWORK_NAME_RE, s):
+        raise ValueError("must be a libvirt network name or bridge:NAME, got %r" % s)
+    return s
+
+
+def _user(s):
+    s = s.strip()
+    if not re.match(USER_RE, s):
+        raise ValueError("must be a user name (letters, digits, . _ @ -), got %r" % s)
+    return s
+
+
+def _url_prefix(s):
+    s = s.strip().rstrip("/")
+    if not re.match(URL_PREFIX_RE, s):
+        raise ValueError("must be a path like /vc (segments of letters, digits, . _ ~ -), "
+                         "got %r" % s)
+    return s
+
+
+# ---------------------------------------------------------------------------- declarations
+REQUIRED = object()
+
+
+def key(parser, default, help, under_state=None):
+    """Declare one INI key as a dataclass field.
+
+    :param parser: raw text -> value; raises ValueError with a short reason.
+    :param default: the value when the key is absent (already parsed), or :data:`REQUIRED`.
+    :param help: one line for the reader of the example file.
+    :param under_state: default None stands for ``<[site] state_dir>/<under_state...>``,
+        resolved by :func:`parse` (the section object holds the resolved path).
+    """
+    meta = {"parser": parser, "help": help}
+    if under_state:
+        meta["under_state"] = under_state
+    if default is REQUIRED:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def keys(cls):
+    """The INI keys of a section class: its fields declared with :func:`key`, in order."""
+    return [f for f in fields(cls) if "parser" in f.metadata]
+
+
+class _Record:
+    """What ``@dataclass(frozen=True)`` would generate for the classes below, written once:
+    read-only instances (assigning or deleting raises ``dataclasses.FrozenInstanceError``),
+    ``==``, ``hash()`` and ``repr()``. Generated, these cost an ``exec`` per class and method when
+    the module is imported, which every CGI page does (5 of 6 per class: ``_frozen_dataclass`` has
+    ``@dataclass`` generate only ``__init__``)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        # the generated __init__ sets every field once; nothing is set after that
+        if name in self.__dict__ or name not in self.__dataclass_fields__:
+            raise FrozenInstanceError("cannot assign to field %r" % name)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        raise FrozenInstanceError("cannot delete field %r" % name)
+
+    def _values(self):
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (f.name, getattr(self, f.name)) for f in fields(self)))
+
+
+# a frozen dataclass (frozen by _Record)
+_frozen_dataclass = dataclass(eq=False, repr=False)
+
+# Required keys come first in a class: a dataclass field without a default cannot follow one with
+# a default (``kw_only`` needs Python 3.10).
+
+@_frozen_dataclass
+class Database(_Record):
+    """``[database]``: MariaDB/MySQL (give unix_socket, or host + port)."""
+
+    user: str = key(_str, REQUIRED, "database user (needs ALL on the database)")
+    name: str = key(_str, REQUIRED, "database name")
+    unix_socket: str | None = key(_optstr, None, "the server's socket (or give host)")
+    host: str | None = key(_optstr, None, "the server's address (with port), if no unix_socket")
+    port: int = key(_int(1, 65535), 3306, "the server's TCP port (with host)")
+    password: str = key(_anystr, "", "password (may be empty for socket authentication)")
+    connect_timeout: int = key(_int(1, 300), 10, "seconds to wait for a connection")
+
+
+@_frozen_dataclass
+class Addresses(_Record):
+    """``[addresses]``: what VC hands out to the clusters."""
+
+    public_pool: tuple[ipaddress.IPv4Address, ...] = key(
+        _pool, REQUIRED, "one public address per gateway: a CIDR, or ranges A-B and addresses, "
+        "comma separated")
+    mac_prefix: str = key(_mac_prefix, "52:54:00",
+                          "MACs are this prefix + a counter kept in the database")
+    private_pool: ipaddress.IPv4Network = key(
+        _network, ipaddress.IPv4Network("10.200.0.0/16"),
+        "each running cluster gets its own subnet from this pool")
+    private_prefix: int = key(_int(8, 29), 24, "prefix length of one cluster's subnet")
+    isolation_ids: tuple[int, int] = key(_id_range, (100, 4094),
+                                         "VLAN ids / VXLAN VNIs, one per running cluster")
+
+
+@_frozen_dataclass
+class Limits(_Record):
+    """``[limits]``: what one reservation may ask for."""
+
+    max_hours: int = key(_int(1), 168, "longest reservation, hours")
+    max_nodes: int = key(_int(1), 64, "gateways + computes per reservation")
+    max_gateways: int = key(_int(1), 4, "gateways per reservation")
+    max_memory_mb: int = key(_int(64), 16384, "memory per node, MB")
+    max_disk_gb: int = key(_int(1), 500, "disk per node, GB")
+    max_vcpus: int = key(_int(1), 16, "vCPUs per node")
+    max_volumes: int = key(_int(0), 8, "iSCSI volumes per reservation")
+    max_volume_gb: int = key(_int(1), 1000, "size of one iSCSI volume, GB")
+    max_days_ahead: int = key(_int(1, 3650), 365, "how far ahead a start may be, days")
+
+
+@_frozen_dataclass
+class Defaults(_Record):
+    """``[defaults]``: per node, when a reservation does not say."""
+
+    memory_mb: int = key(_int(64), 512, "memory per node, MB")
+    disk_gb: int = key(_int(1), 10, "disk per node, GB")
+    vcpus: int = key(_int(1), 1, "vCPUs per node")
+
+
+@_frozen_dataclass
+class Site(_Record):
+    """``[site]``: this installation."""
+
+    timezone: str = key(_timezone, "UTC", "zone of times typed without an offset and shown")
+    admins: tuple[str, ...] = key(_names, ("root",),
+                                  "users who may change every reservation (root always may)")
+    state_dir: str = key(_str, "/var/lib/vc", "where VC keeps its files (an absolute path)")
+    log_file: str | None = key(_path, None, "log file; empty = warnings to stderr")
+    frontend: str | None = key(_hostname, None, "the name users 'ssh -J' through; empty = this "
+                               "machine's FQDN")
+    cluster_domain: str = key(_domain, "vc.internal", "DNS domain of the nodes' fqdns")
+
+    def frontend_name(self) -> str:
+        """``frontend``, or this machine's FQDN."""
+        if self.frontend:
+            return self.frontend
+        import socket
+
+        return socket.getfqdn()
+
+
+@_frozen_dataclass
+class Virt(_Record):
+    """``[virt]``: the virtual nodes (the [appliance:NAME] profiles fall back to these)."""
+
+    domain_type: str = key(_choice("qemu", "kvm"), "qemu", "libvirt domain type: qemu or kvm")
+    name_prefix: str = key(_prefix, "vc", "names of what VC creates in libvirt start with this")
+    disk_dir: str = key(_path, None, "node disks (qcow2 overlays); empty = <state_dir>/disks",
+                        under_state=("disks",))
+    console_dir: str = key(_path, None, "serial console logs; empty = <state_dir>/console",
+                           under_state=("console",))
+    gateway_image: str = key(_path, None, "gateways' base image; empty = "
+                             "<state_dir>/images/base.qcow2",
+                             under_state=("images", "base.qcow2"))
+    compute_image: str = key(_path, None, "computes' base image; empty = "
+                             "<state_dir>/images/base.qcow2",
+                             under_state=("images", "base.qcow2"))
+    kernel: str | None = key(_path, None, "direct kernel boot: the kernel (with initrd)")
+    initrd: str | None = key(_path, None, "direct kernel boot: the initrd (with kernel)")
+    cmdline: str = key(_anystr, "console=ttyS0 panic=-1 quiet", "kernel command line")
+    boot_timeout: int = key(_int(1, 3600), 60, "seconds until a node must be running")
+    ready_timeout: int = key(_int(1, 7200), 300,
+                             "seconds a node may take to be up (SSH answering) after boot")
+    shutdown_timeout: int = key(_int(0, 3600), 30, "seconds of ACPI shutdown before destroy")
+    boot_parallel: int = key(_int(1, 256), 8, "compute nodes booted at once")
+    rng: bool = key(_bool, True, "give nodes a virtio RNG (fed by the host's /dev/urandom)")
+
+
+@_frozen_dataclass
+class Register(_Record):
+    """``[register]``: how nodes are made known (Rocks-compatible)."""
+
+    registrar: str = key(_choice("builtin", "rocks"), "builtin", "builtin or rocks")
+    insert_ethers: str | None = key(_path, "/opt/rocks/sbin/insert-ethers",
+                                    "the Rocks insert-ethers (registrar = rocks)")
+    gateway_membership: str = key(_label, "Gateway", "Rocks membership of gateways")
+    compute_membership: str = key(_label, "Compute", "Rocks membership of computes")
+    hosts_file: str = key(_path, None, "hosts file of the builtin registrar; empty = "
+                          "<state_dir>/hosts", under_state=("hosts",))
+
+
+@_frozen_dataclass
+class Storage(_Record):
+    """``[storage]``: iSCSI volumes on the registered targets (over SSH)."""
+
+    backend: str = key(_choice("tgt", "targetcli"), "tgt", "tgt (tgtadm) or targetcli (LIO)")
+    backing: str = key(_choice("file", "lvm"), "file", "file (under backing_dir) or lvm")
+    backing_dir: str | None = key(_path, "/var/lib/vc/iscsi",
+                                  "on the target host: where file-backed LUNs live")
+    volume_group: str | None = key(_optstr, None, "backing = lvm: the volume group")
+    iqn_prefix: str = key(_iqn_prefix, "iqn.2026-11.vc.frontend",
+                          "target names are <iqn_prefix>:rack<N>.<mount point>")
+    tgt_control_port: int = key(_int(0, 65535), 0, "tgtadm -C: tgtd's control port (0 = default)")
+    connect_timeout: int = key(_int(1, 300), 10, "seconds, SSH connect to a target")
+    command_timeout: int = key(_int(1, 3600), 60, "seconds, one command on a target")
+
+
+@_frozen_dataclass
+class Network(_Record):
+    """``[network]``: the clusters' networks."""
+
+    public_network: str = key(_public_network, REQUIRED, "where the gateways' public NIC is: a "
+                              "libvirt network name, or bridge:NAME (an existing host bridge)")
+    public_prefix: int = key(_int(8, 30), 24, "prefix length of the public addresses")
+    public_gateway: str | None = key(_ipv4, None, "default route given to the gateways; "
+                                     "empty = none")
+    isolation: str = key(_choice("vxlan", "8021q", "ovs", "none"), "vxlan",
+                         "L2 isolation across hosts: vxlan, 8021q, ovs or none")
+    underlay_mtu: int = key(_int(576, 65535), 1500, "MTU of the network between the hosts")
+    vxlan_port: int = key(_int(1, 65535), 4789, "UDP port of VXLAN")
+    trunk_nic: str | None = key(_optstr, None, "isolation = 8021q: the hosts' trunk NIC")
+    ovs_bridge: str | None = key(_optstr, None, "isolation = ovs: the Open vSwitch bridge")
+
+    @property
+    def public_interface(self) -> tuple[str, str]:
+        """``public_network`` as a libvirt interface type and source: ``("network", NAME)`` or
+        ``("bridge", NAME)``."""
+        if self.public_network.startswith("bridge:"):
+            return "bridge", self.public_network[len("bridge:"):]
+        return "network", self.public_network
+
+
+@_frozen_dataclass
+class Web(_Record):
+    """``[web]``: the web pages (also read on its own by ``python -m vc.web.settings``)."""
+
+    user: str = key(_user, "root", "who acts when Apache does not authenticate (single-user mode)")
+    port: int = key(_int(1, 65535), 8080, "the demo Apache's port on 127.0.0.1 (tools/web.sh)")
+    url_prefix: str = key(_url_prefix, "/vc", "where the pages live on the web server")
+
+
+@_frozen_dataclass
+class Cron(_Record):
+    """``[cron]``: the tick."""
+
+    max_start_retries: int = key(_int(0, 100), 5, "a failed start is retried at most this often")
+    ha_max_restarts: int = key(_int(0, 1000), 3,
+                               "restarts of a stopped node of a running cluster per hour")
+
+
+@_frozen_dataclass
+class Host(_Record):
+    """``[host:NAME]`` (repeated): a physical host VC may place nodes on."""
+
+    name: str
+    uri: str = key(_uri, REQUIRED, "libvirt URI, e.g. qemu:///system or qemu+ssh://root@h/system")
+    memory_mb: int = key(_int(64), REQUIRED, "memory VC may hand out on it, MB")
+    vcpus: int = key(_int(1), REQUIRED, "vCPUs VC may hand out on it (may overcommit)")
+    underlay_ip: str | None = key(_ipaddr, None, "its address between the hosts (VXLAN)")
+    trunk_nic: str | None = key(_optstr, None, "its trunk NIC (isolation = 8021q)")
+    initiator: str | None = key(_initiator, None, "how iSCSI targets see it (IP, CIDR or IQN); "
+                                "empty = underlay_ip, else 127.0.0.1")
+
+
+@_frozen_dataclass
+class Appliance(_Record):
+    """``[appliance:gateway]``, ``[appliance:compute]``: how a node of that appliance boots.
+
+    In the file every key is optional (empty = the ``[virt]`` value); ``cfg.appliance(name)``
+    gives the resolved profile: ``boot`` is ``kernel`` (direct kernel boot: kernel, initrd and
+    cmdline) or ``disk`` (the image's own bootloader; kernel and initrd are then None)."""
+
+    name: str
+    image: str = key(_path, None, "base image; empty = [virt] gateway_image / compute_image")
+    kernel: str | None = key(_path, None, "direct kernel boot; empty = [virt] kernel")
+    initrd: str | None = key(_path, None, "with kernel; empty = [virt] initrd")
+    cmdline: str = key(_optany, None, "kernel command line; empty = [virt] cmdline")
+    boot: str = key(_optional(_choice("kernel", "disk")), None,
+                    "kernel or disk; empty = kernel when there is a kernel, else disk")
+
+
+@_frozen_dataclass
+class Config(_Record):
+    """The whole configuration: one object per section, the hosts and the appliance profiles."""
+
+    path: str
+    # the INI sections, in file order (SECTIONS below is derived from these fields)
+    database: Database
+    addresses: Addresses
+    limits: Limits
+    defaults: Defaults
+    site: Site
+    virt: Virt
+    register: Register
+    storage: Storage
+    network: Network
+    web: Web
+    cron: Cron
+    # [host:NAME] sections, in file order
+    hosts: tuple[Host, ...]
+    # the resolved [appliance:NAME] profiles, one per name in APPLIANCES
+    appliances: tuple[Appliance, ...]
+
+    # ---------------------------------------------------------------- derived figures
+    @property
+    def subnet_count(self) -> int:
+        """How many per-cluster subnets the private pool holds."""
+        a = self.addresses
+        return 2 ** (a.private_prefix - a.private_pool.prefixlen)
+
+    @property
+    def nodes_per_subnet(self) -> int:
+        """Usable node addresses in one cluster subnet (network, broadcast and the host's bridge
+        address are not usable)."""
+        return 2 ** (32 - self.addresses.private_prefix) - 3
+
+    @property
+    def isolation_count(self) -> int:
+        lo, hi = self.addresses.isolation_ids
+        return hi - lo + 1
+
+    def appliance(self, name: str) -> Appliance:
+        """The resolved boot profile of ``gateway`` or ``compute``."""
+        for a in self.appliances:
+            if a.name == name:
+                return a
+        raise KeyError("no appliance %r (known: %s)" % (name, ", ".join(APPLIANCES)))
+
+    def membership(self, appliance: str) -> str:
+        r = self.register
+        return r.gateway_membership if appliance == "gateway" else r.compute_membership
+
+    def tzinfo(self):
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.site.timezone)
+
+
+
+# section name -> class: the Config fields whose type is a section dataclass
+SECTIONS = {f.name: globals()[f.type] for f in fields(Config)
+            if is_dataclass(globals().get(f.type))}
+
+
+def _host_name(name):
+    if not NAME_RE.match(name):
+        raise ValueError("bad host name %r" % name)
+
+
+def _appliance_name(name):
+    if name not in APPLIANCES:
+        raise ValueError("unknown appliance %r (known: %s)" % (name, ", ".join(APPLIANCES)))
+
+
+# repeated sections [KIND:NAME]: kind -> (class, check of NAME)
+REPEATED = {"host": (Host, _host_name), "appliance": (Appliance, _appliance_name)}
+
+
+# ---------------------------------------------------------------------------------- reading
 def default_path() -> str:
     """``$VC_CONFIG``, else ``/etc/vc/vc.conf``, else the checkout's ``var/vc.conf``."""
     env = os.environ.get("VC_CONFIG")
@@ -427,12 +659,11 @@ def default_path() -> str:
     return DEFAULT_PATH
 
 
-def load(path: Optional[str] = None) -> Config:
-    """Read and validate the configuration file.
+def read(path: str) -> configparser.ConfigParser:
+    """The INI file at ``path``, unvalidated.
 
-    :raises ConfigError: naming the file and the first bad key.
+    :raises ConfigError: the file is missing, unreadable or not INI.
     """
-    path = path or default_path()
     cp = configparser.ConfigParser(interpolation=None, default_section="__none__")
     try:
         with open(path, encoding="utf-8") as f:
@@ -444,162 +675,170 @@ def load(path: Optional[str] = None) -> Config:
         raise ConfigError(path, "(file)", "cannot read: %s" % e) from None
     except configparser.Error as e:
         raise ConfigError(path, "(syntax)", str(e).splitlines()[0]) from None
-    return parse(cp, path)
+    return cp
+
+
+def load(path: str | None = None) -> Config:
+    """Read and validate the configuration file.
+
+    :raises ConfigError: naming the file and the first bad key.
+    """
+    path = path or default_path()
+    return parse(read(path), path)
+
+
+def parse_section(cls, section: str, given, path: str, **extra):
+    """One section as an instance of its class. ``given`` maps keys to raw text (a
+    configparser section, a dict, or None = empty); absent keys take their defaults.
+
+    :param section: its name in messages (``web``, ``host:h1``).
+    :param extra: fields that are not keys (``name`` of a repeated section).
+    :raises ConfigError: an unknown key, a missing required one, a bad value.
+    """
+    given = given or {}
+    declared = keys(cls)
+    names = [f.name for f in declared]
+    for k in given:
+        if k not in names:
+            raise ConfigError(path, "[%s] %s" % (section, k), "unknown key (known: %s)"
+                              % ", ".join(names))
+    values = dict(extra)
+    for f in declared:
+        if f.name in given:
+            try:
+                values[f.name] = f.metadata["parser"](given[f.name])
+            except ValueError as e:
+                raise ConfigError(path, "[%s] %s" % (section, f.name), str(e)) from None
+        elif f.default is MISSING:
+            raise ConfigError(path, "[%s] %s" % (section, f.name), "missing")
+    return cls(**values)
 
 
 def parse(cp: configparser.ConfigParser, path: str) -> Config:
-    values = {}
-    hosts: List[Host] = []
+    known = list(SECTIONS) + ["%s:NAME" % kind for kind in REPEATED]
     for section in cp.sections():
-        if section.startswith("host:"):
-            continue
-        if section not in SCHEMA:
-            raise ConfigError(path, "[%s]" % section, "unknown section (known: %s, host:NAME)"
-                              % ", ".join(SCHEMA))
-    for section, keys in SCHEMA.items():
-        given = cp[section] if cp.has_section(section) else {}
-        for key in given:
-            if key not in keys:
-                raise ConfigError(path, "[%s] %s" % (section, key), "unknown key (known: %s)"
-                                  % ", ".join(keys))
-        for key, (parser, default) in keys.items():
-            raw = given.get(key) if key in given else None
-            if raw is None:
-                if default is REQUIRED:
-                    raise ConfigError(path, "[%s] %s" % (section, key), "missing")
-                raw = default
-            try:
-                values[(section, key)] = parser(raw)
-            except ValueError as e:
-                raise ConfigError(path, "[%s] %s" % (section, key), str(e)) from None
-
+        kind, colon, _ = section.partition(":")
+        if section not in SECTIONS and not (colon and kind in REPEATED):
+            raise ConfigError(path, "[%s]" % section, "unknown section (known: %s)"
+                              % ", ".join(known))
+    s = {name: parse_section(cls, name, cp[name] if cp.has_section(name) else None, path)
+         for name, cls in SECTIONS.items()}
+    repeated = {kind: {} for kind in REPEATED}
     for section in cp.sections():
-        if not section.startswith("host:"):
+        kind, colon, name = section.partition(":")
+        if not colon or section in SECTIONS:
             continue
-        name = section[5:].strip()
-        if not NAME_RE.match(name):
-            raise ConfigError(path, "[%s]" % section, "bad host name %r" % name)
-        hv = {}
-        for key in cp[section]:
-            if key not in HOST_SCHEMA:
-                raise ConfigError(path, "[%s] %s" % (section, key), "unknown key (known: %s)"
-                                  % ", ".join(HOST_SCHEMA))
-        for key, (parser, default) in HOST_SCHEMA.items():
-            if key not in cp[section]:
-                if default is REQUIRED:
-                    raise ConfigError(path, "[%s] %s" % (section, key), "missing")
-                hv[key] = parser(default)
-                continue
-            try:
-                hv[key] = parser(cp[section][key])
-            except ValueError as e:
-                raise ConfigError(path, "[%s] %s" % (section, key), str(e)) from None
-        hosts.append(Host(name=name, **hv))
+        cls, check = REPEATED[kind]
+        name = name.strip()
+        try:
+            check(name)
+        except ValueError as e:
+            raise ConfigError(path, "[%s]" % section, str(e)) from None
+        if name in repeated[kind]:
+            raise ConfigError(path, "[%s]" % section, "a second section for %s %r"
+                              % (kind, name))
+        repeated[kind][name] = parse_section(cls, section, cp[section], path, name=name)
+    hosts = tuple(repeated["host"].values())
     if not hosts:
         raise ConfigError(path, "[host:NAME]", "at least one physical host section is required")
 
-    v = values
-    state = v[("site", "state_dir")]
+    site, virt, net = s["site"], s["virt"], s["network"]
+    state = site.state_dir
     if not state.startswith("/"):
         raise ConfigError(path, "[site] state_dir", "must be an absolute path, got %r" % state)
-    if v[("storage", "backing")] == "lvm" and not v[("storage", "volume_group")]:
+    if s["storage"].backing == "lvm" and not s["storage"].volume_group:
         raise ConfigError(path, "[storage] volume_group", "required with backing = lvm")
-    iso = v[("network", "isolation")]
-    lo, hi = v[("addresses", "isolation_ids")]
+    iso = net.isolation
+    lo, hi = s["addresses"].isolation_ids
     if iso in ("8021q", "ovs") and not (2 <= lo and hi <= 4094):
         raise ConfigError(path, "[addresses] isolation_ids", "VLAN ids must lie in 2-4094 with "
                           "isolation = %s, got %d-%d" % (iso, lo, hi))
-    if iso == "8021q" and not v[("network", "trunk_nic")]:
+    if iso == "8021q" and not net.trunk_nic:
         raise ConfigError(path, "[network] trunk_nic", "required with isolation = 8021q")
-    if iso == "ovs" and not v[("network", "ovs_bridge")]:
+    if iso == "ovs" and not net.ovs_bridge:
         raise ConfigError(path, "[network] ovs_bridge", "required with isolation = ovs")
-    if len(v[("virt", "name_prefix")]) + 2 + len(str(hi)) > 15:
+    if len(virt.name_prefix) + 2 + len(str(hi)) > 15:
         raise ConfigError(path, "[virt] name_prefix", "too long for isolation ids up to %d: "
                           "'<prefix>vx<id>' must fit the 15 characters of a Linux interface "
                           "name" % hi)
-    if bool(v[("virt", "kernel")]) != bool(v[("virt", "initrd")]):
+    if bool(virt.kernel) != bool(virt.initrd):
         raise ConfigError(path, "[virt] initrd", "kernel and initrd go together (direct kernel "
                           "boot): set both or neither")
-    if not v[("database", "unix_socket")] and not v[("database", "host")]:
+    if not s["database"].unix_socket and not s["database"].host:
         raise ConfigError(path, "[database] unix_socket", "set unix_socket or host")
-    pool, prefix = v[("addresses", "private_pool")], v[("addresses", "private_prefix")]
+    pool, prefix = s["addresses"].private_pool, s["addresses"].private_prefix
     if prefix < pool.prefixlen:
         raise ConfigError(path, "[addresses] private_prefix", "must be at least the pool's "
                           "prefix length /%d, got /%d" % (pool.prefixlen, prefix))
     usable = 2 ** (32 - prefix) - 3
-    if v[("limits", "max_nodes")] > usable:
+    limits = s["limits"]
+    if limits.max_nodes > usable:
         raise ConfigError(path, "[limits] max_nodes", "a /%d cluster subnet holds only %d nodes, "
-                          "got %d" % (prefix, usable, v[("limits", "max_nodes")]))
-    for key, lim in (("memory_mb", "max_memory_mb"), ("disk_gb", "max_disk_gb"),
-                     ("vcpus", "max_vcpus")):
-        if v[("defaults", key)] > v[("limits", lim)]:
-            raise ConfigError(path, "[defaults] %s" % key, "exceeds [limits] %s" % lim)
+                          "got %d" % (prefix, usable, limits.max_nodes))
+    for k in ("memory_mb", "disk_gb", "vcpus"):
+        if getattr(s["defaults"], k) > getattr(limits, "max_" + k):
+            raise ConfigError(path, "[defaults] %s" % k, "exceeds [limits] max_%s" % k)
+    if net.public_gateway:
+        gw = ipaddress.IPv4Address(net.public_gateway)
+        public = s["addresses"].public_pool
+        if gw in public:
+            raise ConfigError(path, "[network] public_gateway", "is in [addresses] public_pool")
+        for a in public:
+            lan = ipaddress.IPv4Network("%s/%d" % (a, net.public_prefix), strict=False)
+            if gw not in lan:
+                raise ConfigError(path, "[network] public_gateway", "%s is not on %s (public "
+                                  "address %s, public_prefix /%d)"
+                                  % (gw, lan, a, net.public_prefix))
 
-    return Config(
-        path=path,
-        db_socket=v[("database", "unix_socket")],
-        db_host=v[("database", "host")],
-        db_port=v[("database", "port")],
-        db_user=v[("database", "user")],
-        db_password=v[("database", "password")],
-        db_name=v[("database", "name")],
-        db_connect_timeout=v[("database", "connect_timeout")],
-        hosts=tuple(hosts),
-        mac_prefix=v[("addresses", "mac_prefix")],
-        private_pool=pool,
-        private_prefix=prefix,
-        public_pool=v[("addresses", "public_pool")],
-        isolation_ids=v[("addresses", "isolation_ids")],
-        max_hours=v[("limits", "max_hours")],
-        max_nodes=v[("limits", "max_nodes")],
-        max_gateways=v[("limits", "max_gateways")],
-        max_memory_mb=v[("limits", "max_memory_mb")],
-        max_disk_gb=v[("limits", "max_disk_gb")],
-        max_vcpus=v[("limits", "max_vcpus")],
-        max_volumes=v[("limits", "max_volumes")],
-        max_volume_gb=v[("limits", "max_volume_gb")],
-        default_memory_mb=v[("defaults", "memory_mb")],
-        default_disk_gb=v[("defaults", "disk_gb")],
-        default_vcpus=v[("defaults", "vcpus")],
-        timezone=v[("site", "timezone")],
-        admins=v[("site", "admins")],
-        state_dir=v[("site", "state_dir")],
-        log_file=v[("site", "log_file")],
-        domain_type=v[("virt", "domain_type")],
-        name_prefix=v[("virt", "name_prefix")],
-        disk_dir=v[("virt", "disk_dir")] or os.path.join(state, "disks"),
-        console_dir=v[("virt", "console_dir")] or os.path.join(state, "console"),
-        gateway_image=v[("virt", "gateway_image")] or os.path.join(state, "images",
-                                                                    "base.qcow2"),
-        compute_image=v[("virt", "compute_image")] or os.path.join(state, "images",
-                                                                    "base.qcow2"),
-        kernel=v[("virt", "kernel")],
-        initrd=v[("virt", "initrd")],
-        cmdline=v[("virt", "cmdline")],
-        boot_timeout=v[("virt", "boot_timeout")],
-        shutdown_timeout=v[("virt", "shutdown_timeout")],
-        boot_parallel=v[("virt", "boot_parallel")],
-        registrar=v[("register", "registrar")],
-        insert_ethers=v[("register", "insert_ethers")],
-        gateway_membership=v[("register", "gateway_membership")],
-        compute_membership=v[("register", "compute_membership")],
-        hosts_file=v[("register", "hosts_file")] or os.path.join(state, "hosts"),
-        storage_backend=v[("storage", "backend")],
-        storage_backing=v[("storage", "backing")],
-        storage_backing_dir=v[("storage", "backing_dir")],
-        storage_vg=v[("storage", "volume_group")],
-        iqn_prefix=v[("storage", "iqn_prefix")],
-        tgt_control_port=v[("storage", "tgt_control_port")],
-        ssh_connect_timeout=v[("storage", "connect_timeout")],
-        ssh_command_timeout=v[("storage", "command_timeout")],
-        isolation=v[("network", "isolation")],
-        underlay_mtu=v[("network", "underlay_mtu")],
-        vxlan_port=v[("network", "vxlan_port")],
-        trunk_nic=v[("network", "trunk_nic")],
-        ovs_bridge=v[("network", "ovs_bridge")],
-        web_user=v[("web", "user")],
-        web_port=v[("web", "port")],
-        web_url_prefix=v[("web", "url_prefix")],
-        max_start_retries=v[("cron", "max_start_retries")],
-        ha_max_restarts=v[("cron", "ha_max_restarts")],
-    )
+    # defaults under state_dir become resolved paths on the section objects
+    for name, cls in SECTIONS.items():
+        derived = {f.name: os.path.join(state, *f.metadata["under_state"]) for f in keys(cls)
+                   if "under_state" in f.metadata and getattr(s[name], f.name) is None}
+        if derived:
+            s[name] = replace(s[name], **derived)
+    appliances = tuple(_resolve(path, repeated["appliance"].get(a) or Appliance(a), s["virt"])
+                       for a in APPLIANCES)
+    return Config(path=path, hosts=hosts, appliances=appliances, **s)
+
+
+def _resolve(path: str, given: Appliance, virt: Virt) -> Appliance:
+    """An appliance profile with the [virt] values filled in where its section gave none."""
+    where = "[appliance:%s]" % given.name
+    kernel = given.kernel or virt.kernel
+    initrd = given.initrd or virt.initrd
+    boot = given.boot or ("kernel" if kernel or initrd else "disk")
+    if boot == "disk":
+        for k in ("kernel", "initrd"):
+            if getattr(given, k):
+                raise ConfigError(path, "%s %s" % (where, k), "not used with boot = disk")
+        kernel = initrd = None
+    elif not kernel and given.boot:
+        raise ConfigError(path, "%s kernel" % where, "required with boot = kernel (or set "
+                          "[virt] kernel)")
+    elif not (kernel and initrd):
+        raise ConfigError(path, "%s %s" % (where, "initrd" if kernel else "kernel"),
+                          "kernel and initrd go together (direct kernel boot): set both or "
+                          "neither")
+    return Appliance(
+        name=given.name,
+        image=given.image or getattr(virt, "%s_image" % given.name),
+        kernel=kernel, initrd=initrd,
+        cmdline=virt.cmdline if given.cmdline is None else given.cmdline,
+        boot=boot)
+
+
+def main(argv=None):
+    """``python -m vc.config [FILE]``: check a file (prints nothing when it is valid)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        load(args[0] if args else None)
+    except ConfigError as e:
+        sys.stderr.write("%s\n" % e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

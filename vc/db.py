@@ -55,24 +55,25 @@ class Database:
 
     def __init__(self, cfg, name: Optional[str] = None, max_retries: int = 20):
         self.cfg = cfg
-        self.name = name or cfg.db_name
+        self.name = name or cfg.database.name
         self.max_retries = max_retries
 
     def connect(self, database=True):
         import pymysql
 
-        kw = dict(user=self.cfg.db_user, password=self.cfg.db_password,
-                  connect_timeout=self.cfg.db_connect_timeout, charset="utf8mb4",
+        d = self.cfg.database
+        kw = dict(user=d.user, password=d.password, connect_timeout=d.connect_timeout,
+                  charset="utf8mb4",
                   autocommit=False,
                   init_command="SET time_zone = '+00:00'",
                   # PyMySQL >= 1.2 builds an SSL context on every connect otherwise (~20 ms)
                   ssl_disabled=True)
         if database:
             kw["database"] = self.name
-        if self.cfg.db_socket:
-            kw["unix_socket"] = self.cfg.db_socket
+        if d.unix_socket:
+            kw["unix_socket"] = d.unix_socket
         else:
-            kw["host"], kw["port"] = self.cfg.db_host, self.cfg.db_port
+            kw["host"], kw["port"] = d.host, d.port
         try:
             conn = pymysql.connect(**kw)
             with conn.cursor() as cur:
@@ -81,7 +82,7 @@ class Database:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             return conn
         except pymysql.err.OperationalError as e:
-            where = self.cfg.db_socket or "%s:%s" % (self.cfg.db_host, self.cfg.db_port)
+            where = d.unix_socket or "%s:%s" % (d.host, d.port)
             raise DatabaseError("cannot connect to the database %s at %s: %s"
                                 % (self.name, where, e.args[-1])) from e
 

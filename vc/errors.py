@@ -63,3 +63,13 @@ class SchemaError(VcError):
 
 class DatabaseError(VcError):
     """The database could not be reached or refused us (after retries)."""
+
+
+class HypervisorError(VcError):
+    """A libvirt call or a command on a host failed. ``code`` is libvirt's error code, if any."""
+
+    msg_fmt = "host %(host)s: cannot %(op)s: %(detail)s"
+
+    def __init__(self, message=None, code=None, **kwargs):
+        self.code = code
+        super().__init__(message, **kwargs)

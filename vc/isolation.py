@@ -27,15 +27,23 @@ make a gateway for: a bridge VC creates gets no IPv4 address and no IPv6 link-lo
 networks.
 
 Every command runs on its host through that host's injected executor (``execute(argv) ->
-stdout``, raising :class:`vc.virt.CommandError`): :func:`vc.virt.run_local` here, SSH for remote
-hosts, ``ip -n <netns>`` in the tests. ``add`` and ``delete`` read the host's state first
-(``ip -d -j link show``, ``bridge -j fdb show``) and run only what is missing (or left over), so
-both can be re-run after a crash between any two commands. What VC created is recognised by the
+stdout``, raising :class:`vc.remote.CommandError`): :func:`vc.remote.executor_for_uri` gives a
+local one here and ``ssh`` for remote hosts; the tests use ``ip -n <netns>`` and fakes. ``add``
+and ``delete`` read the host's state first (``ip -d -j link show``, ``bridge -j fdb show``) and
+run only what is missing (or left over), so both can be re-run after a crash between any two
+commands. What VC created is recognised by the
 link group :data:`LINK_GROUP`, which the kernel sets atomically with the link (an alias cannot
 be: ``ip link add ... alias`` is ignored at creation), so ``delete`` removes exactly what ``add``
 made and never a bridge libvirt owns. The alias ``vc:rack<N>`` is set too, for people.
+
+Every backend implements :class:`IsolationBackend`: besides ``add`` and ``delete`` it decides
+the cluster's segment from the configuration (``segment``: which hosts, which uplink port, or
+nothing to join), which hosts ``delete`` must look at, the MTU of the cluster network and the
+guests' NIC (``interface_spec``). :func:`make_isolation` is the one factory: nothing outside
+this module looks at ``[network] isolation``.
 """
 
+import abc
 import ipaddress
 import json
 import logging
@@ -43,15 +51,14 @@ import shlex
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
+from vc import network
 from vc.domainxml import InterfaceSpec
 from vc.errors import ConfigError, VcError
-from vc.virt import CommandError
+from vc.remote import CommandError, Execute
 
 LOG = logging.getLogger(__name__)
-
-Execute = Callable[[List[str]], str]
 
 #: The link group of every link VC creates. Set by ``ip link add ... group`` in the same netlink
 #: request that creates the link, so a crash can never leave an unmarked VC link behind.
@@ -81,7 +88,8 @@ class HostSide:
 
     :param name: how messages name the host (VC's ``[host:NAME]``).
     :param execute: runs an argv on that host and returns its stdout; raises
-        :class:`vc.virt.CommandError` when the command fails.
+        :class:`vc.remote.CommandError` when the command fails (any
+        :class:`vc.remote.Executor`, or a plain function).
     :param underlay_ip: the host's address on the network between the hosts (``vxlan``: the
         VXLAN source address and the other hosts' destination).
     :param trunk_nic: the trunk NIC of this host (``8021q``), overriding the backend's default.
@@ -185,18 +193,81 @@ def _same_ip(a: Optional[str], b: Optional[str]) -> bool:
 
 
 ##################
+# The contract   #
+##################
+
+
+class IsolationBackend(abc.ABC):
+    """What every ``[network] isolation`` backend does. Made by :func:`make_isolation`."""
+
+    kind = "?"
+
+    @abc.abstractmethod
+    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        """Put the segment in place on every host of ``seg`` (idempotent; repairs a partial one).
+
+        :param dry_run: only read the hosts' state and return what would be run.
+        :returns: the commands run (or to run), as ``"<host>: <command>"``; empty when every host
+            was already as wanted.
+        """
+
+    @abc.abstractmethod
+    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        """Remove what :meth:`add` made on every host of ``seg``.
+
+        :returns: the commands run (or to run), as for :meth:`add`.
+        """
+
+    def mtu(self, seg: ClusterSegment) -> Optional[int]:
+        """The MTU of the cluster's libvirt network (``<mtu size=.../>``, what the guests'
+        interfaces use), or None: leave libvirt's default."""
+        return None
+
+    def interface_spec(self, mac: str, network_name: str,
+                       seg: Optional[ClusterSegment]) -> InterfaceSpec:
+        """A guest's NIC on the cluster segment: by default on the cluster's libvirt network.
+
+        :param seg: the cluster's segment (None: nothing joins its hosts).
+        """
+        return InterfaceSpec(mac=mac, network=network_name)
+
+    def segment(self, cfg, plan, host_names: Sequence[str],
+                host_exec: Callable[[str], Execute]) -> Optional[ClusterSegment]:
+        """The cluster's L2 segment over the configured hosts named ``host_names``, or None when
+        there is nothing to join.
+
+        :param plan: the cluster's :class:`vc.addresses.Plan` (``rack``, ``isolation_id``).
+        :param host_exec: ``host_exec(host name) -> executor`` on that physical host.
+        """
+        return ClusterSegment(
+            rack=plan.rack, isolation_id=plan.isolation_id,
+            bridge=network.names(cfg, plan.rack)[1],
+            hosts=[HostSide(h.name, host_exec(h.name), h.underlay_ip, h.trunk_nic)
+                   for h in cfg.hosts if h.name in host_names],
+            mtu=cfg.network.underlay_mtu, port=self.port_for(cfg, plan))
+
+    def port_for(self, cfg, plan) -> Optional[str]:
+        """The uplink port's name on every host (None: the backend's default)."""
+        return None
+
+    def delete_hosts(self, cfg) -> list:
+        """The configured hosts (``cfg.hosts`` entries) ``delete`` must look at: any of them may
+        carry a piece of the segment after a crash."""
+        return list(cfg.hosts)
+
+
+##################
 # Linux bridges  #
 ##################
 
 
-class _BridgedBackend:
+class _BridgedBackend(IsolationBackend):
     """A per-cluster Linux bridge on each host plus one VC-made uplink port enslaved to it.
 
     Subclasses say what the port is (:meth:`port_name`, :meth:`_port_matches`,
     :meth:`_port_create`) and may add per-port state (:meth:`_port_extra`, the VXLAN FDB).
     """
 
-    kind = "?"
     overhead = 0
 
     def __init__(self, link_group: int = LINK_GROUP, parallel: bool = True):
@@ -206,26 +277,17 @@ class _BridgedBackend:
     # -- the contract --------------------------------------------------------------------------
 
     def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
-        """Put the segment in place on every host of ``seg`` (idempotent; repairs a partial one).
-
-        :param dry_run: only read the hosts' state and return what would be run.
-        :returns: the commands run (or to run), as ``"<host>: <command>"``; empty when every host
-            was already as wanted.
-        """
         self._check(seg)
         return self._each_host(seg, lambda h: self._add_host(seg, h, dry_run))
 
     def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
         """Remove what :meth:`add` made on every host of ``seg``: the uplink port (its FDB goes
         with it) and the bridge if VC created it. A bridge VC did not create is left as it is.
-
-        :returns: the commands run (or to run), as for :meth:`add`.
         """
         return self._each_host(seg, lambda h: self._delete_host(seg, h, dry_run))
 
-    def mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
-        """The MTU of the segment: what the guests' interfaces must use (``<mtu size=.../>`` in
-        the libvirt network)."""
+    def link_mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
+        """The MTU of the bridge and the uplink port: the underlay's minus the encapsulation."""
         return seg.mtu - self.overhead
 
     # -- to be defined by the subclasses -----------------------------------------------------
@@ -311,7 +373,7 @@ class _BridgedBackend:
         done: List[str] = []
         links = self._links(host)
         self._check_host(seg, host, links)
-        mtu = self.mtu(seg, host)
+        mtu = self.link_mtu(seg, host)
         port = self.port_name(seg, host)
 
         # 1. the bridge: libvirt's as it is (only its MTU follows the segment), else ours
@@ -407,10 +469,32 @@ class VxlanBackend(_BridgedBackend):
     def port_name(self, seg, host=None) -> str:
         return seg.port or "vx%d" % seg.isolation_id
 
-    def mtu(self, seg, host=None) -> int:
+    def link_mtu(self, seg, host=None) -> int:
         hosts = [host] if host is not None else seg.hosts
         v6 = any(h.underlay_ip and ip_version(h.underlay_ip) == 6 for h in hosts)
         return seg.mtu - VXLAN_OVERHEAD[6 if v6 else 4]
+
+    def mtu(self, seg) -> int:
+        return self.link_mtu(seg)
+
+    def segment(self, cfg, plan, host_names, host_exec):
+        """None for one host without ``underlay_ip`` (its bridge is the whole segment); several
+        hosts all need one."""
+        cfgs = [h for h in cfg.hosts if h.name in host_names]
+        if len(cfgs) == 1 and not cfgs[0].underlay_ip:
+            return None
+        missing = [h.name for h in cfgs if not h.underlay_ip]
+        if missing:
+            raise VcError("rack %d spans hosts %s: [host:%s] underlay_ip is needed to join them "
+                          "with VXLAN" % (plan.rack, ", ".join(host_names), missing[0]))
+        return super().segment(cfg, plan, host_names, host_exec)
+
+    def port_for(self, cfg, plan) -> str:
+        return "%svx%d" % (cfg.virt.name_prefix, plan.isolation_id)
+
+    def delete_hosts(self, cfg) -> list:
+        """Only hosts with ``underlay_ip`` can carry a VXLAN port."""
+        return [h for h in cfg.hosts if h.underlay_ip]
 
     def _check(self, seg):
         if not 1 <= seg.isolation_id < 2 ** 24:
@@ -430,11 +514,11 @@ class VxlanBackend(_BridgedBackend):
                 and info.get("port") == self.udp_port and _same_ip(local, host.underlay_ip))
 
     def _created_mtu(self, seg, host):
-        return self.mtu(seg, host)
+        return self.link_mtu(seg, host)
 
     def _port_create(self, seg, host, name):
         return ["ip", "link", "add", "name", name, "group", str(self.link_group),
-                "mtu", str(self.mtu(seg, host)), "type", "vxlan", "id", str(seg.isolation_id),
+                "mtu", str(self.link_mtu(seg, host)), "type", "vxlan", "id", str(seg.isolation_id),
                 "local", host.underlay_ip, "dstport", str(self.udp_port)]
 
     def _port_extra(self, seg, host, name, exists):
@@ -538,7 +622,7 @@ def ovs_interface_xml(mac: str, vid: int, ovs_bridge: str, model: str = "virtio"
     return OvsInterfaceSpec(mac=mac, bridge=ovs_bridge, vlan=vid, model=model).to_xml()
 
 
-class OvsBackend:
+class OvsBackend(IsolationBackend):
     """``ovs``: libvirt tags each guest's port on a pre-existing Open vSwitch bridge (which must
     carry the hosts' trunk NIC); there is nothing per cluster to create on the hosts. ``add``
     checks that the bridge exists on every host; ``delete`` has nothing to remove (libvirt
@@ -549,7 +633,7 @@ class OvsBackend:
 
     kind = "ovs"
 
-    def __init__(self, ovs_bridge: str, **_kw):
+    def __init__(self, ovs_bridge: str):
         self.ovs_bridge = ovs_bridge
 
     def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
@@ -568,24 +652,23 @@ class OvsBackend:
     def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
         return []
 
-    def mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
-        return seg.mtu
-
-    def interface_spec(self, mac: str, seg: ClusterSegment) -> OvsInterfaceSpec:
+    def interface_spec(self, mac: str, network_name: str,
+                       seg: Optional[ClusterSegment]) -> OvsInterfaceSpec:
+        """An access port in the cluster's VLAN on the OVS bridge (not the libvirt network)."""
+        if seg is None:
+            raise ValueError("interface %s: an Open vSwitch port needs the cluster's segment "
+                             "(its VLAN id)" % mac)
         return OvsInterfaceSpec(mac=mac, bridge=self.ovs_bridge, vlan=seg.isolation_id)
 
     def interface_xml(self, mac: str, vid: int, ovs_bridge: Optional[str] = None) -> str:
         return ovs_interface_xml(mac, vid, ovs_bridge or self.ovs_bridge)
 
 
-class NullBackend:
+class NullBackend(IsolationBackend):
     """``none``: no segment across hosts (a cluster stays on one host, on its own isolated
-    libvirt network); ``add`` and ``delete`` do nothing."""
+    libvirt network): no segment, no host to look at, ``add`` and ``delete`` do nothing."""
 
     kind = "none"
-
-    def __init__(self, **_kw):
-        pass
 
     def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
         if len(seg.hosts) > 1:
@@ -596,31 +679,36 @@ class NullBackend:
     def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
         return []
 
-    def mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
-        return seg.mtu
+    def segment(self, cfg, plan, host_names, host_exec) -> None:
+        return None
+
+    def delete_hosts(self, cfg) -> list:
+        return []
 
 
-def backend_for(kind: str, config_path: str = "configuration", **opts):
-    """The backend configured by ``[network] isolation``.
+##################
+# The factory    #
+##################
 
-    :param opts: ``vxlan``: ``port`` (UDP port); ``8021q``: ``trunk_nic``; ``ovs``:
-        ``ovs_bridge``; all of the Linux-bridge ones: ``link_group``, ``parallel``.
-    :raises ConfigError: an unknown kind, or a required option missing.
+
+def make_isolation(cfg) -> IsolationBackend:
+    """The backend of ``[network] isolation``, with what it reads from ``[network]``: ``vxlan``
+    its UDP port, ``8021q`` the trunk NIC, ``ovs`` the Open vSwitch bridge.
+
+    :raises ConfigError: an unknown kind, or a required key missing.
     """
-    opts = {k: v for k, v in opts.items() if v is not None}
-    if kind == "vxlan":
-        return VxlanBackend(**{k: v for k, v in opts.items()
-                               if k in ("port", "link_group", "parallel")})
-    if kind == "8021q":
-        if not opts.get("trunk_nic"):
-            raise ConfigError(config_path, "network.trunk_nic", "required with isolation = 8021q")
-        return Dot1qBackend(**{k: v for k, v in opts.items()
-                               if k in ("trunk_nic", "link_group", "parallel")})
-    if kind == "ovs":
-        if not opts.get("ovs_bridge"):
-            raise ConfigError(config_path, "network.ovs_bridge", "required with isolation = ovs")
-        return OvsBackend(opts["ovs_bridge"])
-    if kind == "none":
+    net = cfg.network
+    if net.isolation == "vxlan":
+        return VxlanBackend(port=net.vxlan_port)
+    if net.isolation == "8021q":
+        if not net.trunk_nic:
+            raise ConfigError(cfg.path, "[network] trunk_nic", "required with isolation = 8021q")
+        return Dot1qBackend(net.trunk_nic)
+    if net.isolation == "ovs":
+        if not net.ovs_bridge:
+            raise ConfigError(cfg.path, "[network] ovs_bridge", "required with isolation = ovs")
+        return OvsBackend(net.ovs_bridge)
+    if net.isolation == "none":
         return NullBackend()
-    raise ConfigError(config_path, "network.isolation",
-                      "unknown backend %r (one of %s)" % (kind, ", ".join(KINDS)))
+    raise ConfigError(cfg.path, "[network] isolation",
+                      "unknown backend %r (one of %s)" % (net.isolation, ", ".join(KINDS)))

@@ -15,12 +15,13 @@ LOG = logging.getLogger(__name__)
 
 def names(cfg, rack: int):
     """``(libvirt network name, bridge name)`` of a cluster (bridge names are at most 15 chars)."""
-    return "%s-net%d" % (cfg.name_prefix, rack), "%sbr%d" % (cfg.name_prefix, rack)
+    return "%s-net%d" % (cfg.virt.name_prefix, rack), "%sbr%d" % (cfg.virt.name_prefix, rack)
 
 
-def segmented(cfg, plan) -> bool:
-    """Is the cluster one L2 segment over several hosts (joined by the isolation backend)?"""
-    return cfg.isolation != "none" and len({n.host for n in plan.nodes}) > 1
+def segmented(plan, joined: bool) -> bool:
+    """Is the cluster one L2 segment over several hosts? ``joined``: the isolation backend
+    joins the cluster's hosts into one segment (it returned a segment for them)."""
+    return joined and len({n.host for n in plan.nodes}) > 1
 
 
 def dhcp_host(plan) -> str:
@@ -28,7 +29,7 @@ def dhcp_host(plan) -> str:
     return plan.nodes[0].host
 
 
-def spec(cfg, plan, host_name=None, mtu=None) -> NetworkSpec:
+def spec(cfg, plan, host_name=None, mtu=None, joined=False) -> NetworkSpec:
     """The network of a cluster on one host.
 
     Without a segment across hosts, every host's network has the ``.1`` address and serves its
@@ -38,7 +39,7 @@ def spec(cfg, plan, host_name=None, mtu=None) -> NetworkSpec:
     ``virNetworkUpdate`` (0.2 s, a dnsmasq reload) per node. The registrar then finds them in
     place; on a network that already exists it adds what is missing with ``virNetworkUpdate``."""
     net, bridge = names(cfg, plan.rack)
-    if segmented(cfg, plan):
+    if segmented(plan, joined):
         if host_name != dhcp_host(plan):
             return NetworkSpec(name=net, bridge=bridge, mtu=mtu)
         serve = plan.nodes
@@ -52,8 +53,34 @@ def spec(cfg, plan, host_name=None, mtu=None) -> NetworkSpec:
 class LibvirtNetworks:
     """Ensure/remove the cluster's libvirt network on one host."""
 
-    def ensure(self, cfg, plan, host, mtu=None) -> bool:
-        return host.ensure_network(spec(cfg, plan, host.name, mtu))
+    def ensure(self, cfg, plan, host, mtu=None, joined=False) -> bool:
+        return host.ensure_network(spec(cfg, plan, host.name, mtu, joined))
 
     def remove(self, cfg, rack: int, host) -> bool:
         return host.remove_network(names(cfg, rack)[0])
+
+
+class DhcpRouter:
+    """The registrar's DHCP seam: each node's host entry goes to the cluster network on the
+    physical host the node is placed on (one segment over several hosts: the one DHCP server).
+
+    :param host: ``host(name) -> vc.virt.Host``.
+    :param joined: the isolation backend joins the cluster's hosts into one segment.
+    """
+
+    def __init__(self, host, plan, joined: bool, default_host: str):
+        self.host, self.by_mac, self.default = host, {n.mac: n.host for n in plan.nodes}, \
+            default_host
+        self.only = dhcp_host(plan) if segmented(plan, joined) else None
+
+    def _host(self, mac):
+        return self.host(self.only or self.by_mac.get(mac) or self.default)
+
+    def add_dhcp_host(self, network_name, mac, ip, name) -> bool:
+        return self._host(mac).add_dhcp_host(network_name, DhcpHost(mac, ip, name))
+
+    def remove_dhcp_host(self, network_name, mac, ip, name) -> bool:
+        host = self._host(mac)
+        if not host.network_exists(network_name):
+            return False
+        return host.remove_dhcp_host(network_name, DhcpHost(mac, ip, name))

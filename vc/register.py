@@ -8,14 +8,17 @@ number, rank = node index) and the two ways of applying a dump:
 - ``builtin`` (default): write the Rocks-compatible ``nodes``/``networks`` rows itself, add DHCP
   host entries to the cluster's network, and keep an /etc/hosts-style file.
 
-Both apply a dump idempotently (replaying it changes nothing), refuse what insert-ethers refuses
-(a duplicate MAC, IP or (appliance, rack, rank)), and undo exactly what they added. Each step is
+Both implement :class:`Registrar` and are made by :func:`make_registrar`, the one place that
+reads ``[register] registrar``. Both apply a dump idempotently (replaying it changes nothing),
+refuse what insert-ethers refuses (a duplicate MAC, IP or (appliance, rack, rank)), and undo
+exactly what they added. Each step is
 safe to run again after a crash at any point: that is how a half-done start or stop is repaired.
 
 Every string that reaches a dump line is checked against a strict pattern, so a quote or a shell
 metacharacter can never appear in a line that a Rocks frontend will run.
 """
 
+import abc
 import contextlib
 import dataclasses
 import fcntl
@@ -26,9 +29,10 @@ import os
 import re
 import shlex
 import tempfile
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 from vc.errors import ConfigError, VcError
+from vc.remote import Execute
 
 LOG = logging.getLogger(__name__)
 
@@ -325,8 +329,29 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
+# ------------------------------------------------------------------------------- contract
+class Registrar(abc.ABC):
+    """Applies a cluster's dump entries and undoes exactly them; both idempotent.
+
+    :attr dump_argv0: the program the cluster's dump file names in its lines.
+    """
+
+    dump_argv0 = "insert-ethers"
+
+    @abc.abstractmethod
+    def register(self, entries: Iterable[NodeEntry], network_name: str) -> List[str]:
+        """Register ``entries`` (the nodes of one cluster, whose libvirt network is
+        ``network_name``). :returns: the host names newly registered (empty on a replay).
+        :raises RegistrationError: a duplicate, before anything is changed."""
+
+    @abc.abstractmethod
+    def unregister(self, entries: Iterable[NodeEntry], network_name: str) -> List[str]:
+        """Remove exactly these registrations (anything already gone is fine).
+        :returns: the host names removed."""
+
+
 # ------------------------------------------------------------------------------- rocks
-class RocksRegistrar:
+class RocksRegistrar(Registrar):
     """Apply dumps on a real Rocks frontend by running insert-ethers.
 
     insert-ethers itself is not idempotent (a second identical line is refused as a duplicate),
@@ -337,18 +362,23 @@ class RocksRegistrar:
     It is rewritten after every command; ``update_pending`` is set *before* a command runs, so a
     crash between the lines and the final ``--update`` still gets its ``--update`` on the rerun.
 
-    :param execute: ``execute(argv: list[str]) -> str``; runs one command (locally or over SSH)
-        and raises a :class:`VcError` when it fails.
+    :param execute: ``execute(argv) -> str``; runs one command (locally or over SSH: any
+        :class:`vc.remote.Executor`) and raises a :class:`VcError` (``CommandError``) when it
+        fails.
     :param argv0: the insert-ethers program on the frontend.
     :param applied_path: the state file.
     """
 
-    def __init__(self, execute: Callable[[List[str]], str], argv0: str = ROCKS_ARGV0, *,
+    def __init__(self, execute: Execute, argv0: str = ROCKS_ARGV0, *,
                  applied_path: str):
         _check_argv0(argv0)
         self.execute = execute
         self.argv0 = argv0
         self.applied_path = applied_path
+
+    @property
+    def dump_argv0(self) -> str:
+        return self.argv0
 
     # state file
     def _load(self) -> dict:
@@ -440,7 +470,7 @@ class RocksRegistrar:
 
 
 # ------------------------------------------------------------------------------- builtin
-class BuiltinRegistrar:
+class BuiltinRegistrar(Registrar):
     """Apply dumps without Rocks: the cluster DB rows, DHCP host entries and a hosts file.
 
     :param db: a :class:`vc.db.Database` whose schema holds ``memberships``/``nodes``/
@@ -649,17 +679,21 @@ def replace_block(text: str, rack: int, lines: List[str], where: str = "hosts fi
 
 
 # ------------------------------------------------------------------------------- factory
-REGISTRARS = {"builtin": BuiltinRegistrar, "rocks": RocksRegistrar}
+KINDS = ("builtin", "rocks")
 
 
-def make_registrar(kind: str = "builtin", *, config_path: str = "(configuration)", **deps):
-    """The registrar named ``kind`` (``builtin`` or ``rocks``), built from ``deps``.
+def make_registrar(cfg, *, db=None, dhcp=None, execute=None) -> Registrar:
+    """The registrar of ``[register] registrar``, with what it needs: ``builtin`` the database,
+    the DHCP seam and ``[register] hosts_file``; ``rocks`` an executor on the Rocks frontend,
+    ``[register] insert_ethers`` and its state file ``<state_dir>/rocks-applied.json``.
 
-    :param config_path: where ``kind`` came from, for the error message.
     :raises ConfigError: for an unknown kind.
     """
-    cls = REGISTRARS.get(kind)
-    if cls is None:
-        raise ConfigError(config_path, "registrar", "unknown registrar %r (known: %s)"
-                          % (kind, ", ".join(sorted(REGISTRARS))))
-    return cls(**deps)
+    reg = cfg.register
+    if reg.registrar == "builtin":
+        return BuiltinRegistrar(db, dhcp, reg.hosts_file)
+    if reg.registrar == "rocks":
+        return RocksRegistrar(execute, reg.insert_ethers, applied_path=os.path.join(
+            cfg.site.state_dir, "rocks-applied.json"))
+    raise ConfigError(cfg.path, "registrar", "unknown registrar %r (known: %s)"
+                      % (reg.registrar, ", ".join(KINDS)))

@@ -113,26 +113,26 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
         elif end <= now:
             errors["end"] = "end (%s) is already past (now %s)" % (
                 timeutil.show(end, tz), timeutil.show(now, tz))
-        elif end - max(start, now) > timedelta(hours=cfg.max_hours) or \
-                end - start > timedelta(hours=cfg.max_hours):
+        elif end - max(start, now) > timedelta(hours=cfg.limits.max_hours) or \
+                end - start > timedelta(hours=cfg.limits.max_hours):
             errors["end"] = "a reservation may last at most %d hours, this one lasts %.1f" % (
-                cfg.max_hours, (end - start).total_seconds() / 3600)
+                cfg.limits.max_hours, (end - start).total_seconds() / 3600)
 
-    gateways = _int_field(errors, "gateways", fields.get("gateways", 1), 1, cfg.max_gateways,
+    gateways = _int_field(errors, "gateways", fields.get("gateways", 1), 1, cfg.limits.max_gateways,
                           "gateway nodes")
-    computes = _int_field(errors, "computes", fields.get("computes", 0), 0, cfg.max_nodes,
+    computes = _int_field(errors, "computes", fields.get("computes", 0), 0, cfg.limits.max_nodes,
                           "compute nodes")
-    if gateways is not None and computes is not None and gateways + computes > cfg.max_nodes:
+    if gateways is not None and computes is not None and gateways + computes > cfg.limits.max_nodes:
         errors["computes"] = "at most %d nodes per reservation, asked for %d" % (
-            cfg.max_nodes, gateways + computes)
+            cfg.limits.max_nodes, gateways + computes)
 
     resources = {}
     for app, count in (("gateway", gateways), ("compute", computes)):
         vals = {}
         for key, lo, hi, default, what in (
-                ("memory_mb", 64, cfg.max_memory_mb, cfg.default_memory_mb, "memory (MB)"),
-                ("disk_gb", 1, cfg.max_disk_gb, cfg.default_disk_gb, "disk (GB)"),
-                ("vcpus", 1, cfg.max_vcpus, cfg.default_vcpus, "vcpus")):
+                ("memory_mb", 64, cfg.limits.max_memory_mb, cfg.defaults.memory_mb, "memory (MB)"),
+                ("disk_gb", 1, cfg.limits.max_disk_gb, cfg.defaults.disk_gb, "disk (GB)"),
+                ("vcpus", 1, cfg.limits.max_vcpus, cfg.defaults.vcpus, "vcpus")):
             raw = fields.get("%s_%s" % (app, key))
             if raw is None or raw == "":
                 raw = fields.get(key)
@@ -147,9 +147,9 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
     specs = fields.get("volumes") or []
     if isinstance(specs, (str, dict)):
         specs = [specs]
-    if len(specs) > cfg.max_volumes:
+    if len(specs) > cfg.limits.max_volumes:
         errors["volumes"] = "at most %d iSCSI volumes per reservation, got %d" % (
-            cfg.max_volumes, len(specs))
+            cfg.limits.max_volumes, len(specs))
     seen = set()
     for i, spec in enumerate(specs):
         key = "volume%d" % (i + 1)
@@ -173,7 +173,7 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
             errors[key] = "unknown iSCSI target %r (registered: %s)" % (
                 target[:64], ", ".join(sorted(known_targets)) or "none")
             continue
-        size_gb = _int_field(errors, key, size, 1, cfg.max_volume_gb, "volume size (GB)")
+        size_gb = _int_field(errors, key, size, 1, cfg.limits.max_volume_gb, "volume size (GB)")
         if size_gb is not None:
             volumes.append(Volume(mount, target, size_gb))
 
@@ -238,7 +238,7 @@ def admit(cfg, cur, start, end, resources, now, exclude_rack=None):
     if not hosts:
         raise CapacityError("refused: no physical host is enabled")
     short = admission.check(new, others, hosts, cfg.subnet_count, cfg.isolation_count,
-                            len(cfg.public_pool))
+                            len(cfg.addresses.public_pool))
     if short:
         tz = cfg.tzinfo()
         raise CapacityError("refused: not enough %s from %s to %s: %s" % (
@@ -344,9 +344,9 @@ def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
                                           "(%s)" % (timeutil.show(end, tz),
                                                     timeutil.show(start, tz),
                                                     timeutil.show(now, tz))})
-        if end - start > timedelta(hours=cfg.max_hours):
+        if end - start > timedelta(hours=cfg.limits.max_hours):
             raise ValidationError({"end": "a reservation may last at most %d hours, this would "
-                                          "last %.1f" % (cfg.max_hours,
+                                          "last %.1f" % (cfg.limits.max_hours,
                                                          (end - start).total_seconds() / 3600)})
         if end > old_end:
             res = _resources(cur, rack)
@@ -367,9 +367,9 @@ def _reopen(cfg, cur, row, end, now, actor):
     if end <= now:
         raise ValidationError({"end": "new end (%s) must be after now (%s)" % (
             timeutil.show(end, tz), timeutil.show(now, tz))})
-    if end - now > timedelta(hours=cfg.max_hours):
+    if end - now > timedelta(hours=cfg.limits.max_hours):
         raise ValidationError({"end": "a reservation may last at most %d hours, this would "
-                                      "last %.1f" % (cfg.max_hours,
+                                      "last %.1f" % (cfg.limits.max_hours,
                                                      (end - now).total_seconds() / 3600)})
     rack = row["rack"]
     admit(cfg, cur, now, end, _resources(cur, rack), now, exclude_rack=rack)
@@ -526,9 +526,12 @@ def get(db, rack: int) -> dict:
                     "WHERE v.rack = %s ORDER BY v.mount_point", (rack,))
         volumes = list(cur.fetchall())
         out = _public(row, _resources(cur, rack), volumes)
-        cur.execute("SELECT name, appliance, `rank`, mac, ip, public_ip, host, state FROM vcnode "
-                    "WHERE rack = %s ORDER BY appliance DESC, `rank`", (rack,))
+        cur.execute("SELECT name, appliance, `rank`, mac, ip, public_ip, host, state, readiness "
+                    "FROM vcnode WHERE rack = %s ORDER BY appliance DESC, `rank`", (rack,))
         out["nodes"] = list(cur.fetchall())
+        # ready: every node's guest answers SSH (vc.ready); only a running cluster can be
+        out["ready"] = bool(out["nodes"]) and row["state"] == "running" and all(
+            n["readiness"] == "up" for n in out["nodes"])
         cur.execute("SELECT at, actor, from_state, to_state, reason FROM vcevent WHERE rack = %s "
                     "ORDER BY id", (rack,))
         out["events"] = [dict(e, at=aware_utc(e["at"]).replace(microsecond=0))
@@ -536,3 +539,51 @@ def get(db, rack: int) -> dict:
         return out
 
     return db.transaction(run)
+
+
+# ------------------------------------------------------------------------ what may be done next
+# every action a reservation may offer, in the order they are listed
+ACTIONS = ("start", "extend", "reopen", "stop", "delete")
+_STARTED = (states.STARTING, states.RUNNING, states.STOPPING)
+
+
+def allowed_actions(row, now, user: str, admins, root: bool = False) -> List[str]:
+    """What ``user`` may do with a reservation now (in the order of :data:`ACTIONS`); the
+    pages and ``vc_ctl show`` offer these, the operations above enforce them.
+
+    - ``extend``: change the end of one whose window is not over (reserved, starting, running,
+      failed; no request pending);
+    - ``reopen``: a stopped one from now (``stopped → reserved``, by :func:`extend`);
+    - ``stop``: end it now: a reserved one at once, a started one while its window lasts;
+    - ``delete``: reserved, stopped or failed at once (or once its volumes are removed); a
+      starting, running or stopping one is stopped first (unless a delete is pending already);
+    - ``start``: start it now, retry a failed start or resume one (``vc_ctl start``): only for
+      admins and root, while its window lasts and no delete is pending.
+
+    Owners only their own reservations; admins (``user in admins``) and ``root`` every one.
+
+    :param row: a reservation as :func:`get` or :func:`list_all` return it (``end`` aware UTC),
+        or a ``vcregist`` row (``end_at``).
+    """
+    admin = root or user in admins
+    if not admin and row["owner"] != user:
+        return []
+    st, pending = row["state"], row["pending"]
+    end = row["end"] if "end" in row else aware_utc(row["end_at"])
+    live = end > now
+    out = []
+    if admin and live and pending != "delete" and (
+            st == states.STARTING or states.can(st, states.STARTING)):
+        out.append("start")
+    if not pending:
+        if live and st in (states.RESERVED, states.STARTING, states.RUNNING, states.FAILED):
+            out.append("extend")
+        if st == states.STOPPED:
+            out.append("reopen")
+        if st == states.RESERVED or (
+                live and st in (states.STARTING, states.RUNNING, states.FAILED)):
+            out.append("stop")
+    if st in (states.RESERVED, states.STOPPED, states.FAILED) or (
+            st in _STARTED and pending != "delete"):
+        out.append("delete")
+    return out

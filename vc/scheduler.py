@@ -136,8 +136,8 @@ class Scheduler:
         self.dry_run = dry_run
 
     def _lock(self):
-        os.makedirs(self.cfg.state_dir, exist_ok=True)
-        f = open(os.path.join(self.cfg.state_dir, "cron.lock"), "w")
+        os.makedirs(self.cfg.site.state_dir, exist_ok=True)
+        f = open(os.path.join(self.cfg.site.state_dir, "cron.lock"), "w")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -220,9 +220,9 @@ class Scheduler:
     def _heal_all(self) -> List[Action]:
         # a host marked unreachable comes back into use once it answers again
         for h in self.db.query("SELECT name FROM vchost WHERE reachable = 0"):
-            if self.ctl.reachable(h["name"]):
+            if self.ctl.ha.reachable(h["name"]):
                 LOG.info("host %s answers again", h["name"])
-                self.ctl._mark_host(h["name"], True)
+                self.ctl.ha.mark_host(h["name"], True)
         racks = [r["rack"] for r in self.db.query(
             "SELECT rack FROM vcregist WHERE state = 'running' ORDER BY rack")]
         out = []

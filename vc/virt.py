@@ -1,4 +1,4 @@
-"""The hypervisor boundary: libvirt networks and domains on one host, and node disk images.
+"""The hypervisor boundary: libvirt networks and domains on one host.
 
 This is the only VC module that imports ``libvirt``. A :class:`Host` wraps one connection
 (``qemu:///system``, ``qemu+ssh://host/system``, or ``test:///<file>`` in the tests), opened on
@@ -10,17 +10,13 @@ Every verb is idempotent and returns whether it changed anything (``define`` of 
 domain, ``start`` of a running one, ``destroy`` of a missing one all return False), so a
 start or stop that died half way can simply be run again.
 
-Disk images are made with ``qemu-img`` through an injected ``execute(argv) -> stdout`` callable
-(:func:`run_local` by default), so tests can record the exact command lines.
+Node disk images are :mod:`vc.disks`; commands on a host go through :mod:`vc.remote`.
 """
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
-import shlex
-import subprocess
 import time
 from typing import Callable, Iterable, List, Optional, Union
 from urllib.parse import urlsplit
@@ -32,11 +28,10 @@ except ImportError:  # pragma: no cover - the web pages and pure unit tests run 
 
 from vc import domainxml
 from vc.domainxml import DhcpHost, DomainSpec, NetworkSpec
-from vc.errors import NotFound, VcError
+from vc.errors import HypervisorError, NotFound
+from vc.remote import CommandError  # noqa: F401 - tests/test_ctl.py still names virt.CommandError
 
 LOG = logging.getLogger(__name__)
-
-Execute = Callable[[List[str]], str]
 
 
 def _lv(name: str, abi: int) -> int:
@@ -88,30 +83,10 @@ else:  # pragma: no cover
 ##################
 
 
-class HypervisorError(VcError):
-    """A libvirt call or a disk command failed. ``code`` is libvirt's error code, if any."""
-
-    msg_fmt = "host %(host)s: cannot %(op)s: %(detail)s"
-
-    def __init__(self, message=None, code=None, **kwargs):
-        self.code = code
-        super().__init__(message, **kwargs)
-
-
 class NotFoundOnHost(HypervisorError, NotFound):
     """The domain or network an operation needs does not exist on the host."""
 
     msg_fmt = "host %(host)s: no such %(what)s: %(key)s"
-
-
-class CommandError(HypervisorError):
-    """A command run by an executor failed; the message carries its stderr."""
-
-    def __init__(self, argv, returncode, stderr):
-        self.argv, self.returncode, self.stderr = list(argv), returncode, stderr or ""
-        status = "exit status %s" % returncode if returncode is not None else "could not run"
-        super().__init__("%s failed (%s): %s" % (shlex.join(self.argv), status,
-                                                 self.stderr.strip() or "no error output"))
 
 
 def _detail(err: Exception) -> str:
@@ -600,100 +575,3 @@ class Host:
                 return int(free) // (1024 * 1024)
             # the test driver answers 0: report the node's total memory instead
             return int(self.conn.getInfo()[1])
-
-
-##################
-# Disk images    #
-##################
-
-
-def run_local(argv: List[str], timeout: Optional[float] = 600) -> str:
-    """Run ``argv`` here (no shell) and return its stdout.
-
-    :raises CommandError: it could not run, timed out or exited non-zero (with its stderr).
-    """
-    LOG.debug("running %s", shlex.join(argv))
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=timeout)
-    except subprocess.CalledProcessError as e:
-        raise CommandError(argv, e.returncode, e.stderr) from e
-    except subprocess.TimeoutExpired as e:
-        raise CommandError(argv, None, "timed out after %s s" % timeout) from e
-    except OSError as e:
-        raise CommandError(argv, None, str(e)) from e
-    return res.stdout
-
-
-def host_executor(uri: str) -> Execute:
-    """How to run a command on the physical host behind a libvirt URI: here for a local URI
-    (``qemu:///system``), over ``ssh`` for ``qemu+ssh://[user@]host[:port]/...`` (the same trust
-    libvirt's own SSH transport uses: the system's known_hosts, BatchMode)."""
-    import urllib.parse
-
-    u = urllib.parse.urlsplit(uri)
-    scheme, _, transport = u.scheme.partition("+")
-    if not u.hostname and not transport:
-        return run_local
-    if transport == "ssh" and u.hostname:
-        dest = ("%s@%s" % (u.username, u.hostname)) if u.username else u.hostname
-        prefix = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-        if u.port:
-            prefix += ["-p", str(u.port)]
-
-        def ssh_execute(argv: List[str]) -> str:
-            return run_local(prefix + [dest, "--", shlex.join(argv)])
-
-        return ssh_execute
-    raise HypervisorError(host=uri, op="run host commands",
-                          detail="only local and qemu+ssh:// hosts are supported")
-
-
-def image_format(path: str, execute: Optional[Execute] = None) -> str:
-    """The format (``raw``, ``qcow2``, ...) of an image, as ``qemu-img info`` detects it."""
-    execute = execute or run_local
-    out = execute(["qemu-img", "info", "--output=json", path])
-    try:
-        return json.loads(out)["format"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise HypervisorError("cannot read the format of %s from qemu-img info: %r"
-                              % (path, out[:200])) from e
-
-
-def create_cow_disk(path: str, base: str, size_gb: int, execute: Optional[Execute] = None) -> bool:
-    """Create a qcow2 overlay ``path`` over the image ``base``, ``size_gb`` GiB large.
-
-    :returns: False if ``path`` already exists (it is kept: it may hold a node's data).
-    """
-    if os.path.exists(path):
-        LOG.debug("disk %s exists", path)
-        return False
-    execute = execute or run_local
-    # qemu-img stores the backing path as given and resolves a relative one against the
-    # overlay's directory, not ours; and -F is required since QEMU 6.1 (no format probing)
-    path, base = os.path.abspath(path), os.path.abspath(base)
-    fmt = image_format(base, execute)
-    execute(["qemu-img", "create", "-f", "qcow2", "-F", fmt, "-b", base, path,
-             "%dG" % int(size_gb)])
-    LOG.info("created disk %s over %s (%s, %d GiB)", path, base, fmt, int(size_gb))
-    return True
-
-
-def make_base_image(path: str, size_mb: int, execute: Optional[Execute] = None,
-                    fmt: str = "qcow2") -> bool:
-    """Create an empty base image (for the demo and the tests). :returns: False if it exists."""
-    if os.path.exists(path):
-        return False
-    execute = execute or run_local
-    execute(["qemu-img", "create", "-f", fmt, os.path.abspath(path), "%dM" % int(size_mb)])
-    LOG.info("created base image %s (%s, %d MiB)", path, fmt, int(size_mb))
-    return True
-
-
-def remove_disk(path: str) -> bool:
-    """Delete a disk image. :returns: False if it did not exist."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    LOG.info("removed disk %s", path)
-    return True

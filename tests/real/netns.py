@@ -30,7 +30,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from vc.isolation import HostSide  # noqa: E402
-from vc.virt import CommandError, run_local  # noqa: E402
+from vc.remote import CommandError, run_local  # noqa: E402
 
 UNDERLAY = "192.168.250.0/24"
 # candidates for an underlay that includes the root namespace

@@ -20,6 +20,12 @@ CTL = os.path.join(ROOT, "sbin", "vc_ctl.py")
 CRON = os.path.join(ROOT, "sbin", "vc_cron.py")
 
 
+# the real tier's public network (the gateways' second NIC): isolated, the host holds .1
+PUBLIC_NET, PUBLIC_BRIDGE, PUBLIC_HOST = "vctpub", "vctpub0", "203.0.113.1"
+PUBLIC_XML = """<network><name>%s</name><bridge name='%s' stp='off'/>
+<ip address='%s' prefix='24'/></network>""" % (PUBLIC_NET, PUBLIC_BRIDGE, PUBLIC_HOST)
+
+
 def virsh(*args):
     return subprocess.run(["virsh", "-q", "-c", "qemu:///system"] + list(args),
                           capture_output=True, text=True, timeout=60)
@@ -35,7 +41,17 @@ def libvirtd():
         if not os.path.exists(os.path.join(GUEST, f)):
             pytest.fail("test guest missing: %s (make test builds it with tools/make-guest.sh)"
                         % os.path.join(GUEST, f))
-    return True
+    if virsh("net-info", PUBLIC_NET).returncode:
+        path = os.path.join(VAR, "vctpub.xml")
+        with open(path, "w") as f:
+            f.write(PUBLIC_XML)
+        virsh("net-define", path)
+    if "Active:         yes" not in virsh("net-info", PUBLIC_NET).stdout:
+        r = virsh("net-start", PUBLIC_NET)
+        assert r.returncode == 0, r.stderr
+    yield True
+    virsh("net-destroy", PUBLIC_NET)
+    virsh("net-undefine", PUBLIC_NET)
 
 
 class RealEnv:
@@ -49,6 +65,8 @@ class RealEnv:
         data.update(db_overrides(migrated))
         data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "4096", "vcpus": "16"}
         data["addresses"]["private_pool"] = pool
+        data["addresses"]["public_pool"] = "203.0.113.10-203.0.113.250"
+        data.setdefault("network", {})["public_network"] = PUBLIC_NET
         data["limits"]["max_vcpus"] = "4"
         self.log = os.path.join(tmp, "vc.log")
         data["site"] = {"timezone": "UTC", "state_dir": self.state, "log_file": self.log}

@@ -1,7 +1,7 @@
-"""vc.storage against a real target host: the project's own sshd (127.0.0.1, a free port, key
-only, its own host key) and tgtd (portal on 127.0.0.1, a free port, its own control socket),
-started by tools/storage.sh under a throw-away VC_VAR and stopped by their pid files at the end.
-Checked from the outside with the userspace initiator tools (libiscsi's iscsi-ls and
+"""vc.iscsi and vc.remote against a real target host: the project's own sshd (127.0.0.1, a free
+port, key only, its own host key) and tgtd (portal on 127.0.0.1, a free port, its own control
+socket), started by tools/storage.sh under a throw-away VC_VAR and stopped by their pid files at
+the end. Checked from the outside with the userspace initiator tools (libiscsi's iscsi-ls and
 iscsi-readcapacity16, qemu-io over iscsi://). If the services cannot start, these tests FAIL.
 """
 
@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from vc import storage
-from vc.storage import (AuthFailed, HostKeyChanged, HostKeyUnknown, OutOfSpace,
-                        RemoteCommandError, TargetUnreachable, VolumeSpec)
+from vc import iscsi, remote
+from vc.iscsi import OutOfSpace, VolumeSpec
+from vc.remote import (AuthFailed, HostKeyChanged, HostKeyUnknown, RemoteCommandError,
+                       TargetUnreachable)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "storage.sh")
@@ -67,14 +68,14 @@ class Services:
         return out
 
     def target(self, fingerprint="pinned", **kw):
-        return storage.Target(NAME, "127.0.0.1", self.ssh_port, "root", self.iscsi_port,
+        return remote.Target(NAME, "127.0.0.1", self.ssh_port, "root", self.iscsi_port,
                               self.fingerprint if fingerprint == "pinned" else fingerprint, **kw)
 
     def executor(self, **kw):
-        return storage.SSHExecutor(self.target(), self.key, **kw)
+        return remote.SSHExecutor(self.target(), self.key, **kw)
 
     def backend(self, ex, backing_dir=None):
-        return storage.TgtBackend(ex, backing_dir or self.backing, control_port=self.control)
+        return iscsi.TgtBackend(ex, backing_dir or self.backing, control_port=self.control)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +93,10 @@ def svc(tmp_path_factory):
         s.host_fp = env["VC_STORAGE_FINGERPRINT"]
         assert r.stdout.strip().splitlines()[-1] == s.host_fp
         # the frontend's key, authorized on the target host like an admin would
-        s.key, s.pub = storage.frontend_key(os.path.join(var, "state"))
+        s.key, s.pub = remote.frontend_key(os.path.join(var, "state"))
         s.tool("authorize", s.key + ".pub")
         # "test connection": what an admin compares with the target host before trusting it
-        kind, fp = storage.probe_host_key("127.0.0.1", s.ssh_port, timeout=10, name=NAME)
+        kind, fp = remote.probe_host_key("127.0.0.1", s.ssh_port, timeout=10, name=NAME)
         assert (kind, fp) == ("ssh-ed25519", s.host_fp)
         s.fingerprint = fp
         yield s
@@ -129,8 +130,8 @@ def qemu_io(svc, iqn, cmd):
 
 
 def spec(svc, rack, mount, size_gb, backing_dir=None):
-    name = storage.volume_name(rack, mount)
-    return VolumeSpec(storage.iqn_for(PREFIX, rack, mount),
+    name = iscsi.volume_name(rack, mount)
+    return VolumeSpec(iscsi.iqn_for(PREFIX, rack, mount),
                       "%s/%s.img" % (backing_dir or svc.backing, name), size_gb)
 
 
@@ -188,7 +189,7 @@ def test_data_survives_stop_and_a_tgtd_restart_then_delete_removes_all(svc):
         assert be.ensure_volume(v.iqn, v.backing, 2, ["127.0.0.1"]) is True
         assert capacity(svc, v.iqn) == 2 * GIB
         qemu_io(svc, v.iqn, "read -P 0xab 0 1M")
-        with pytest.raises(storage.StorageError, match="^iSCSI target %s: .*cannot shrink" % NAME):
+        with pytest.raises(remote.StorageError, match="^iSCSI target %s: .*cannot shrink" % NAME):
             be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"])
         # reservation deleted: LUN and backing file gone
         assert be.ensure_volume(keep.iqn, keep.backing, 1, ["127.0.0.1"]) is True  # restart
@@ -228,22 +229,22 @@ def test_a_failed_batch_is_continued_by_the_next_try(svc):
 def test_wrong_pinned_host_key_is_refused(svc):
     wrong = "SHA256:" + "A" * 43
     with pytest.raises(HostKeyChanged) as ei:
-        storage.SSHExecutor(svc.target(fingerprint=wrong), svc.key).execute(["true"])
+        remote.SSHExecutor(svc.target(fingerprint=wrong), svc.key).run(["true"])
     msg = str(ei.value)
     assert msg.startswith("iSCSI target %s: " % NAME) and wrong in msg and svc.fingerprint in msg
 
 
 def test_unconfirmed_host_key_is_refused(svc):
     with pytest.raises(HostKeyUnknown) as ei:
-        storage.SSHExecutor(svc.target(fingerprint=None), svc.key).execute(["true"])
+        remote.SSHExecutor(svc.target(fingerprint=None), svc.key).run(["true"])
     assert str(ei.value).startswith("iSCSI target %s: " % NAME)
     assert "vc_ctl.py target trust %s" % NAME in str(ei.value)
 
 
 def test_unauthorized_key_is_refused(svc, tmp_path):
-    other, _ = storage.frontend_key(str(tmp_path))
+    other, _ = remote.frontend_key(str(tmp_path))
     with pytest.raises(AuthFailed) as ei:
-        storage.SSHExecutor(svc.target(), other).execute(["true"])
+        remote.SSHExecutor(svc.target(), other).run(["true"])
     assert str(ei.value).startswith("iSCSI target %s: " % NAME)
     assert "authorized_keys" in str(ei.value)
 
@@ -253,14 +254,14 @@ def test_stopped_sshd_is_unreachable(svc):
     try:
         t0 = time.monotonic()
         with pytest.raises(TargetUnreachable) as ei:
-            storage.SSHExecutor(svc.target(), svc.key, connect_timeout=5).execute(["true"])
+            remote.SSHExecutor(svc.target(), svc.key, connect_timeout=5).run(["true"])
         assert time.monotonic() - t0 < 5
         assert str(ei.value).startswith("iSCSI target %s: " % NAME)
         assert "connection refused" in str(ei.value)
     finally:
         svc.tool("start", "sshd")
     # same host key after the restart: the pin still holds
-    assert storage.SSHExecutor(svc.target(), svc.key).execute(["echo", "back"]) == "back\n"
+    assert remote.SSHExecutor(svc.target(), svc.key).run(["echo", "back"]) == "back\n"
 
 
 def test_stopped_tgtd_is_a_tgtadm_error(svc):
@@ -301,7 +302,7 @@ def test_full_disk_is_out_of_space(svc, tmp_path):
 
 def test_a_lost_connection_is_reopened_once(svc):
     with svc.executor() as ex:
-        assert ex.execute(["echo", "one"]) == "one\n"
+        assert ex.run(["echo", "one"]) == "one\n"
         ex.transport().close()  # the connection dies between two commands
-        assert ex.execute(["echo", "two"]) == "two\n"
+        assert ex.run(["echo", "two"]) == "two\n"
         assert ex.connects == 2

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from vc import virt
+from vc import disks, virt
 from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec
 from vc.virt import Host, HypervisorError
 
@@ -162,9 +162,9 @@ def test_guest_boots_on_a_vc_network_and_stops(real_host, prefix, tmp_path):
     # -- disk -------------------------------------------------------------------------------
     t0 = time.monotonic()
     base, disk = str(tmp_path / "base.qcow2"), str(tmp_path / "c0.qcow2")
-    assert virt.make_base_image(base, 64) is True
-    assert virt.create_cow_disk(disk, base, DISK_GB) is True
-    assert virt.create_cow_disk(disk, base, DISK_GB) is False
+    assert disks.make_base_image(base, 64) is True
+    assert disks.create_cow_disk(disk, base, DISK_GB) is True
+    assert disks.create_cow_disk(disk, base, DISK_GB) is False
     t["base + COW disk"] = time.monotonic() - t0
 
     # -- domain -----------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_guest_boots_on_a_vc_network_and_stops(real_host, prefix, tmp_path):
     assert host.remove_network(netname) is True
     assert host.remove_network(netname) is False
     t["undefine + remove network"] = time.monotonic() - t0
-    assert virt.remove_disk(disk) is True
+    assert disks.remove_disk(disk) is True
 
     assert [n for n in virsh("list", "--all", "--name") if n.startswith(prefix)] == []
     assert [n for n in virsh("net-list", "--all", "--name") if n.startswith(prefix)] == []

@@ -826,7 +826,7 @@ def test_test_connection_shows_key_and_pins_on_confirm(client, db, ssh_server):
     r = client.post("/targets/%d/pin" % tid, {"pin": fp})
     assert r.status == 303 and r.location == "/vc/targets?msg=pinned"
     assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
-        "host_key_fingerprint"] == fp  # what vc.storage compares
+        "host_key_fingerprint"] == fp  # what vc.remote compares
     r = client.post("/targets/%d/test" % tid)
     assert "It matches the pinned key." in r.text and "Pin this host key" not in r.text
     # a different key now: warned loudly

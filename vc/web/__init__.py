@@ -6,6 +6,6 @@
 
 The web process only reads and writes the database through :mod:`vc.reservations` and the small
 helpers here; it never runs libvirt or SSH, except the explicit "test connection" of the iSCSI
-target page (:mod:`vc.web.testconn`, through :mod:`vc.storage`, the one paramiko user).
+target page (:mod:`vc.web.testconn`, through :mod:`vc.remote`, the one paramiko user).
 Modules are imported by the page that needs them: under CGI every import is paid per request.
 """

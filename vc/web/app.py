@@ -65,6 +65,9 @@ ROUTES: List[Tuple[Tuple[str, ...], str, str]] = [
     (("GET",), r"/timeline", "vc.web.timeline:page"),
     (("GET",), r"/timeline\.svg", "vc.web.timeline:svg"),
     (("GET",), r"/tables", "vc.web.views:tables"),
+    (("GET",), r"/keys", "vc.web.keys:index"),
+    (("POST",), r"/keys", "vc.web.keys:add"),
+    (("POST",), r"/keys/(?P<kid>\d{1,9})/delete", "vc.web.keys:delete"),
 ]
 _COMPILED = [(m, re.compile(p + r"\Z"), h) for m, p, h in ROUTES]
 
@@ -111,7 +114,7 @@ class Request:
         remote = (environ.get("REMOTE_USER") or "").strip()
         self.users_known = bool(remote)
         self.user = remote or settings.user
-        self.admin = self.user in cfg.admins
+        self.admin = self.user in cfg.site.admins
         self.now = app.clock()
         self._form: Optional[Dict[str, str]] = None
         self._db = None
@@ -235,7 +238,8 @@ class App:
 
     :param cfg: a fixed :class:`vc.config.Config` (tests); None = load ``VC_CONFIG`` (from the
         WSGI environ first, as mod_wsgi's ``SetEnv`` gives it, then the process environment).
-    :param settings: fixed :class:`vc.web.settings.WebSettings`; None = from the config file.
+    :param settings: fixed ``[web]`` settings (a :class:`vc.config.Web`); None = the config's
+        ``cfg.web``.
     :param clock: returns the current aware UTC time (tests pass a fixed one).
     :param persistent_db: keep one database connection per thread between requests
         (mod_wsgi, dev server); CGI serves one request per process and does not need it.
@@ -255,10 +259,8 @@ class App:
 
     # -------------------------------------------------------------- per-process resources
     def config(self, environ):
-        from vc.web import settings as wsettings
-
         if self.fixed_cfg is not None:
-            return self.fixed_cfg, self.fixed_settings or wsettings.for_config(self.fixed_cfg)
+            return self.fixed_cfg, self.fixed_settings or self.fixed_cfg.web
         from vc import config as vconfig
 
         path = environ.get("VC_CONFIG") or os.environ.get("VC_CONFIG") or vconfig.default_path()
@@ -270,13 +272,13 @@ class App:
         if hit and hit[0] == mtime and mtime is not None:
             return hit[1], hit[2]
         cfg = vconfig.load(path)
-        settings = self.fixed_settings or wsettings.for_config(cfg)
+        settings = self.fixed_settings or cfg.web
         setup_logging(cfg)
         self._cfg_cache[path] = (mtime, cfg, settings)
         return cfg, settings
 
     def secret(self, cfg) -> bytes:
-        s = self._secrets.get(cfg.state_dir)
+        s = self._secrets.get(cfg.site.state_dir)
         if s is None:
             try:
                 s = security.load_secret(cfg)
@@ -284,7 +286,7 @@ class App:
                 raise VcError("the web pages' secret %s is missing and cannot be created here "
                               "(%s); run tools/web.sh start (or python -m vc.web.prepare) as "
                               "root" % (security.secret_path(cfg), e.strerror or e)) from None
-            self._secrets[cfg.state_dir] = s
+            self._secrets[cfg.site.state_dir] = s
         return s
 
     def database(self, cfg):
@@ -432,8 +434,8 @@ class _PooledDatabase:
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
-        key = (self.cfg.db_socket, self.cfg.db_host, self.cfg.db_port, self.cfg.db_name,
-               self.cfg.db_user)
+        d = self.cfg.database
+        key = (d.unix_socket, d.host, d.port, d.name, d.user)
         now = time.monotonic()
         if conn is not None and getattr(self._local, "key", None) == key:
             # a connection used in the last seconds is alive; an idle one is pinged (the
@@ -508,9 +510,9 @@ def setup_logging(cfg):
         return
     _LOGGING_DONE = True
     handler = None
-    if cfg.log_file:
+    if cfg.site.log_file:
         try:
-            handler = logging.FileHandler(cfg.log_file)
+            handler = logging.FileHandler(cfg.site.log_file)
         except OSError:
             handler = None
     if handler is None:

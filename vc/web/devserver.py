@@ -13,7 +13,6 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from vc import config as vconfig
 from vc.errors import VcError
-from vc.web import settings as wsettings
 from vc.web.app import App
 
 
@@ -53,7 +52,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         cfg = vconfig.load()
-        ws = wsettings.for_config(cfg)
+        ws = cfg.web
     except VcError as e:
         sys.stderr.write("%s\n" % e)
         return 2

@@ -33,7 +33,7 @@ def _share(path, gid, mode):
 
 
 def prepare(cfg, group=None):
-    os.makedirs(os.path.join(cfg.state_dir, "web"), mode=0o755, exist_ok=True)
+    os.makedirs(os.path.join(cfg.site.state_dir, "web"), mode=0o755, exist_ok=True)
     security.load_secret(cfg)
     sshkey.ensure(cfg)
     if group:

@@ -33,7 +33,7 @@ class Refused(Exception):
 
 
 def secret_path(cfg) -> str:
-    return os.path.join(cfg.state_dir, "web", "csrf.key")
+    return os.path.join(cfg.site.state_dir, "web", "csrf.key")
 
 
 def load_secret(cfg, create: bool = True) -> bytes:

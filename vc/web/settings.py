@@ -1,4 +1,4 @@
-"""The ``[web]`` section of the configuration file.
+"""The ``[web]`` section of the configuration file, read on its own.
 
 ::
 
@@ -10,108 +10,45 @@
     # where the pages live on the web server
     url_prefix = /vc
 
-:data:`KEYS` is the section's entry in :data:`vc.config.SCHEMA`; :func:`load` reads only this
-section of a file (``tools/web.sh`` asks it for the port before anything else runs). Every
-problem is a :class:`~vc.errors.ConfigError` naming the file and the key.
+The keys are declared in :class:`vc.config.Web` (``cfg.web`` of a loaded configuration); this
+module only reads that one section of a file, which ``tools/web.sh`` does for the port before
+anything else is set up (``python -m vc.web.settings --get port FILE``). Every problem is a
+:class:`~vc.errors.ConfigError` naming the file and the key.
 """
 
-import configparser
-import re
-from typing import NamedTuple, Optional
+from __future__ import annotations
 
+from vc import config as vconfig
+from vc.config import Web as WebSettings  # WebSettings() = the defaults
 from vc.errors import ConfigError
 
 SECTION = "web"
-USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+KEYS = tuple(f.name for f in vconfig.keys(WebSettings))
 
 
-class WebSettings(NamedTuple):
-    # (a NamedTuple, not a dataclass: cheaper to define, and every CGI page defines it)
-    user: str = "root"
-    port: int = 8080
-    url_prefix: str = "/vc"
-
-
-def _user(s):
-    s = s.strip()
-    if not USER_RE.match(s):
-        raise ValueError("must be a user name (letters, digits, . _ @ -), got %r" % s)
-    return s
-
-
-def _port(s):
-    try:
-        v = int(s.strip())
-    except ValueError:
-        raise ValueError("must be an integer, got %r" % s) from None
-    if not 1 <= v <= 65535:
-        raise ValueError("must be between 1 and 65535, got %d" % v)
-    return v
-
-
-def _url_prefix(s):
-    s = s.strip().rstrip("/")
-    if not PREFIX_RE.match(s):
-        raise ValueError("must be a path like /vc (segments of letters, digits, . _ ~ -), "
-                         "got %r" % s)
-    return s
-
-
-# key -> (parser, default): the entry to merge into vc.config.SCHEMA as "web"
-KEYS = {
-    "user": (_user, "root"),
-    "port": (_port, "8080"),
-    "url_prefix": (_url_prefix, "/vc"),
-}
-
-
-def parse(section: Optional[dict], path: str) -> WebSettings:
+def parse(section: dict | None, path: str) -> WebSettings:
     """Validate a ``[web]`` section given as a mapping (None or {} = all defaults)."""
-    section = section or {}
-    for key in section:
-        if key not in KEYS:
-            raise ConfigError(path, "[web] %s" % key, "unknown key (known: %s)" % ", ".join(KEYS))
-    values = {}
-    for key, (parser, default) in KEYS.items():
-        raw = section[key] if key in section else default
-        try:
-            values[key] = parser(raw)
-        except ValueError as e:
-            raise ConfigError(path, "[web] %s" % key, str(e)) from None
-    return WebSettings(**values)
+    return vconfig.parse_section(WebSettings, SECTION, section, path)
 
 
 def load(path: str) -> WebSettings:
-    """Read ``[web]`` from the INI file at ``path`` (normally ``cfg.path``).
-
-    A file without the section gives the defaults.
+    """Read ``[web]`` from the INI file at ``path`` (normally ``cfg.path``); the other sections
+    are not looked at. A file without the section gives the defaults.
 
     :raises ConfigError: naming the file and the key.
     """
-    cp = configparser.ConfigParser(interpolation=None, default_section="__none__")
-    try:
-        with open(path, encoding="utf-8") as f:
-            cp.read_file(f, source=path)
-    except FileNotFoundError:
-        raise ConfigError(path, "(file)", "not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "(file)", "cannot read: %s" % e) from None
-    except configparser.Error as e:
-        raise ConfigError(path, "(syntax)", str(e).splitlines()[0]) from None
-    return parse(dict(cp[SECTION]) if cp.has_section(SECTION) else None, path)
+    cp = vconfig.read(path)
+    return parse(cp[SECTION] if cp.has_section(SECTION) else None, path)
 
 
 def for_config(cfg) -> WebSettings:
-    """The web settings of a loaded :class:`vc.config.Config` (its ``[web]`` section)."""
-    return WebSettings(cfg.web_user, cfg.web_port, cfg.web_url_prefix)
+    """The web settings of a loaded :class:`vc.config.Config`: its ``cfg.web``."""
+    return cfg.web
 
 
 def main(argv=None):
     """``python -m vc.web.settings [--get KEY] [FILE]``: print the settings (for tools/web.sh)."""
     import sys
-
-    from vc import config as vconfig
 
     args = list(sys.argv[1:] if argv is None else argv)
     key = None

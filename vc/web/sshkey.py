@@ -5,12 +5,12 @@ private half is root's (mode 600): the cron uses it to configure targets. The we
 reads the public half, so the directory is mode 711 and the ``.pub`` file 644.
 """
 
-import base64
-import hashlib
 import logging
 import os
 
+from vc import remote
 from vc.errors import VcError
+from vc.remote import fingerprint  # noqa: F401 - the page shows the key's; one helper for all
 
 LOG = logging.getLogger(__name__)
 
@@ -20,24 +20,13 @@ class KeyUnavailable(Exception):
 
 
 def key_path(cfg) -> str:
-    return os.path.join(cfg.state_dir, "ssh", "id_ed25519")
-
-
-def fingerprint(pub_line: str) -> str:
-    """``SHA256:...`` of an OpenSSH public key line, as ``ssh-keygen -l`` prints it."""
-    parts = pub_line.split()
-    if len(parts) < 2:
-        raise ValueError("not an OpenSSH public key line")
-    blob = base64.b64decode(parts[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return os.path.join(cfg.site.state_dir, "ssh", "id_ed25519")
 
 
 def ensure(cfg) -> str:
-    """Generate the key pair if it is missing (:func:`vc.storage.frontend_key`: the same files
+    """Generate the key pair if it is missing (:func:`vc.remote.frontend_key`: the same files
     the cron uses); returns the private key path."""
-    from vc import storage
-
-    return storage.frontend_key(cfg.state_dir)[0]
+    return remote.frontend_key(cfg.site.state_dir)[0]
 
 
 def public_key(cfg) -> str:

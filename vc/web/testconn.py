@@ -5,7 +5,7 @@ connection: no authentication, no command. The page shows the key's fingerprint;
 ``vciscsitarget.host_key_fingerprint`` only when the user confirms it (a second POST). From then
 on the cron refuses a target whose key differs.
 
-paramiko (imported by :mod:`vc.storage` inside the call) is loaded only by that button: at about
+paramiko (imported by :mod:`vc.remote` inside the call) is loaded only by that button: at about
 60 ms it would double the start-up of every CGI page.
 """
 
@@ -33,15 +33,15 @@ class ConnectFailed(Exception):
 
 
 def scan(address: str, port: int, timeout: float = TIMEOUT) -> HostKey:
-    """Fetch the host key of the SSH server at ``address:port`` (through :mod:`vc.storage`, the
+    """Fetch the host key of the SSH server at ``address:port`` (through :mod:`vc.remote`, the
     one module that speaks SSH).
 
     :raises ConnectFailed: with a short reason.
     """
-    from vc import storage
+    from vc import remote
 
     try:
-        key_type, fp = storage.probe_host_key(address, port, timeout)
-    except storage.StorageError as e:
+        key_type, fp = remote.probe_host_key(address, port, timeout)
+    except remote.StorageError as e:
         raise ConnectFailed(e.cause) from None
     return HostKey(key_type, fp)

@@ -60,11 +60,11 @@ def _params(req):
 
     cfg = req.cfg
     p = {"days": num("days", 7, 1, 31),
-         "gateways": num("gateways", 1, 1, cfg.max_gateways),
-         "computes": num("computes", min(2, cfg.max_nodes - 1), 0, cfg.max_nodes),
-         "memory_mb": num("memory_mb", cfg.default_memory_mb, 64, cfg.max_memory_mb),
-         "vcpus": num("vcpus", cfg.default_vcpus, 1, cfg.max_vcpus),
-         "hours": num("hours", 2, 1, cfg.max_hours)}
+         "gateways": num("gateways", 1, 1, cfg.limits.max_gateways),
+         "computes": num("computes", min(2, cfg.limits.max_nodes - 1), 0, cfg.limits.max_nodes),
+         "memory_mb": num("memory_mb", cfg.defaults.memory_mb, 64, cfg.limits.max_memory_mb),
+         "vcpus": num("vcpus", cfg.defaults.vcpus, 1, cfg.limits.max_vcpus),
+         "hours": num("hours", 2, 1, cfg.limits.max_hours)}
     tz = req.tz()
     raw = req.query.get("from", "")
     today = req.now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -158,9 +158,9 @@ def fits(cfg, held: List[Held], hosts, p, not_before) -> List[Tuple[datetime, da
     for i, t in enumerate(starts):
         cell_end = starts[i + 1] if i + 1 < len(starts) else t1
         new = admission.Booking(None, t, t + dur, tuple(shapes.items()), p["gateways"])
-        ok = hosts and n <= cfg.max_nodes and admission.check(
+        ok = hosts and n <= cfg.limits.max_nodes and admission.check(
             new, others, hosts, cfg.subnet_count, cfg.isolation_count,
-            len(cfg.public_pool)) is None
+            len(cfg.addresses.public_pool)) is None
         if ok:
             if runs and runs[-1][1] == t:
                 runs[-1] = (runs[-1][0], cell_end)
@@ -273,7 +273,8 @@ def build(req, p, held, hosts):
            "now_x": now_x, "past_w": past_w, "cap_mem": cap_mem, "cap_cpu": cap_cpu,
            "peak_mem": peak_mem, "peak_cpu": peak_cpu, "n_lanes": n_lanes}
     data = {
-        "from": t0, "to": t1, "days": p["days"], "timezone": cfg.timezone, "over": t1 <= req.now,
+        "from": t0, "to": t1, "days": p["days"], "timezone": cfg.site.timezone,
+        "over": t1 <= req.now,
         "capacity": {"memory_mb": cap_mem, "vcpus": cap_cpu, "hosts": [h[0] for h in hosts]},
         "reservations": [{"rack": h.rack, "owner": h.owner, "state": h.state, "start": h.start,
                           "end": h.end, "nodes": h.nodes, "memory_mb": h.memory_mb,
@@ -301,7 +302,7 @@ def _nav(req, p) -> dict:
 
 def page(req):
     p = _params(req)
-    held, hosts = load(req, p["t0"], p["t1"] + timedelta(hours=req.cfg.max_hours))
+    held, hosts = load(req, p["t0"], p["t1"] + timedelta(hours=req.cfg.limits.max_hours))
     data, svg, book_url = build(req, p, held, hosts)
     if req.wants_json:
         return req.json(data)
@@ -314,7 +315,7 @@ def page(req):
 def svg(req):
     """The chart alone (``image/svg+xml``), e.g. to embed elsewhere."""
     p = _params(req)
-    held, hosts = load(req, p["t0"], p["t1"] + timedelta(hours=req.cfg.max_hours))
+    held, hosts = load(req, p["t0"], p["t1"] + timedelta(hours=req.cfg.limits.max_hours))
     _, chart, _ = build(req, p, held, hosts)
     body = req.render("timeline_svg.html", {"svg": chart, "standalone": True})
     return Response(body, 200, "image/svg+xml; charset=utf-8")

@@ -68,16 +68,16 @@ def menu(req):
     shown = [dict(p, url=req.url(p["path"])) for p in pages
              if not p["admin"] or req.may_admin_pages]
     data = {"user": req.user, "admin": req.admin, "single_user": not req.users_known,
-            "timezone": req.cfg.timezone, "counts": counts, "pages": shown}
+            "timezone": req.cfg.site.timezone, "counts": counts, "pages": shown}
     return req.page("menu.html", data)
 
 
 # ------------------------------------------------------------------------ register
 def _limits(cfg) -> dict:
-    return {"max_hours": cfg.max_hours, "max_nodes": cfg.max_nodes,
-            "max_gateways": cfg.max_gateways, "max_memory_mb": cfg.max_memory_mb,
-            "max_disk_gb": cfg.max_disk_gb, "max_vcpus": cfg.max_vcpus,
-            "max_volumes": cfg.max_volumes, "max_volume_gb": cfg.max_volume_gb}
+    return {"max_hours": cfg.limits.max_hours, "max_nodes": cfg.limits.max_nodes,
+            "max_gateways": cfg.limits.max_gateways, "max_memory_mb": cfg.limits.max_memory_mb,
+            "max_disk_gb": cfg.limits.max_disk_gb, "max_vcpus": cfg.limits.max_vcpus,
+            "max_volumes": cfg.limits.max_volumes, "max_volume_gb": cfg.limits.max_volume_gb}
 
 
 def _targets(req) -> List[dict]:
@@ -85,7 +85,7 @@ def _targets(req) -> List[dict]:
 
 
 def _volume_rows(cfg) -> int:
-    return min(cfg.max_volumes, VOLUME_ROWS_MAX)
+    return min(cfg.limits.max_volumes, VOLUME_ROWS_MAX)
 
 
 def _form_defaults(req) -> dict:
@@ -94,9 +94,9 @@ def _form_defaults(req) -> dict:
     v = {"start": req.local_input(start), "end": req.local_input(start + timedelta(hours=2)),
          "gateways": "1", "computes": "0", "owner": req.user, "comment": ""}
     for app in ("gateway", "compute"):
-        v[app + "_memory_mb"] = str(cfg.default_memory_mb)
-        v[app + "_disk_gb"] = str(cfg.default_disk_gb)
-        v[app + "_vcpus"] = str(cfg.default_vcpus)
+        v[app + "_memory_mb"] = str(cfg.defaults.memory_mb)
+        v[app + "_disk_gb"] = str(cfg.defaults.disk_gb)
+        v[app + "_vcpus"] = str(cfg.defaults.vcpus)
     for i in range(1, _volume_rows(cfg) + 1):
         v["vol_mount_%d" % i] = v["vol_target_%d" % i] = v["vol_size_%d" % i] = ""
     # a link from the timeline ("book this slot") may fill in the shape and the window
@@ -116,7 +116,7 @@ FIELDS = ("start", "end", "gateways", "computes", "gateway_memory_mb", "gateway_
 def _register_page(req, values, errors=None, refusal=None, status=200):
     data = {"fields": values, "errors": errors or {}, "refusal": refusal,
             "limits": _limits(req.cfg), "targets": _targets(req),
-            "volume_rows": _volume_rows(req.cfg), "timezone": req.cfg.timezone,
+            "volume_rows": _volume_rows(req.cfg), "timezone": req.cfg.site.timezone,
             "csrf_token": req.csrf_token}
     return req.page("register.html", data, status)
 
@@ -164,21 +164,18 @@ def register(req):
 
 
 # ------------------------------------------------------------------------ reservations
+# the actions the pages have a button for (the rule is vc.reservations.allowed_actions')
+LABELS = {"extend": "Change end", "stop": "Stop now", "delete": "Delete"}
+
+
 def actions_for(req, row) -> Dict[str, str]:
-    """The actions this user may take on a reservation in its state: {action: button label}."""
-    if not req.may_change(row["owner"]):
-        return {}
-    st, pending, live = row["state"], row["pending"], row["end"] > req.now
-    out = {}
-    if not pending:
-        if st in (states.RESERVED, states.STARTING, states.RUNNING, states.FAILED) and live:
-            out["extend"] = "Change end"
-        if st == states.RESERVED or (st in (states.STARTING, states.RUNNING, states.FAILED)
-                                     and live):
-            out["stop"] = "Stop now"
-    if st in (states.RESERVED, states.STOPPED, states.FAILED):
-        out["delete"] = "Delete"
-    elif st in (states.STARTING, states.RUNNING, states.STOPPING) and pending != "delete":
+    """The actions this user may take on a reservation in its state that the pages offer:
+    {action: button label}."""
+    from vc.reservations import allowed_actions
+
+    out = {a: LABELS[a] for a in allowed_actions(row, req.now, req.user, req.cfg.site.admins)
+           if a in LABELS}
+    if "delete" in out and row["state"] in (states.STARTING, states.RUNNING, states.STOPPING):
         out["delete"] = "Delete (stops it first)"
     return out
 
@@ -320,7 +317,7 @@ def _page_key(req, template, more, rows, nodes, vols) -> tuple:
     template, the fetched data, and what depends on the clock (which ends are still ahead)."""
     now = req.now.timestamp()
     return (id(template), req.method, req.base, req.path, req.environ.get("QUERY_STRING", ""),
-            req.user, req.admin, req.users_known, req.csrf_token, req.cfg.timezone, more,
+            req.user, req.admin, req.users_known, req.csrf_token, req.cfg.site.timezone, more,
             tuple(rows), tuple((rack, tuple(tuple(n.values()) for n in lst))
                                for rack, lst in sorted(nodes.items())),
             tuple((rack, tuple(tuple(v.values()) for v in lst))

@@ -1,24 +1,19 @@
-"""vc.storage without services: exact command lines through a recording executor over a small
-simulated target host (files, df, tgtd), the naming rules, argv checks, the host key policy and
-the paramiko error mapping. The real sshd/tgtd/initiator checks are in tests/real/."""
+"""vc.iscsi without services: exact command lines through tests/fakes.py's recording executor
+over a small simulated target host (files, df, tgtd), the naming rules and the factory. The real
+sshd/tgtd/initiator checks are in tests/real/; the executors are tests/test_remote.py's."""
 
-import base64
 import math
-import os
 import shlex
-import socket
-import stat
-import subprocess
-import sys
 
 import pytest
 
-from vc import storage
-from vc.errors import VcError
-from vc.storage import (AuthFailed, HostKeyChanged, HostKeyUnknown, OutOfSpace,
-                        RemoteCommandError, StorageError, TargetUnreachable, VolumeSpec)
+from conftest import make_cfg
+from fakes import RecordingExecutor, with_config
+from vc import iscsi
+from vc.errors import ConfigError
+from vc.iscsi import OutOfSpace, VolumeSpec
+from vc.remote import RemoteCommandError, StorageError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1024 ** 3
 BD = "/srv/vc"
 IQN1 = "iqn.2026-11.vc.frontend:rack3.data"
@@ -37,42 +32,28 @@ def tgt(*args):
 # -- a simulated target host ------------------------------------------------------------------
 
 
-class FakeHost(storage.Executor):
-    """Records every script and plays a target host: files with sizes, free space, and tgtd's
-    targets. ``fail_on`` (a predicate on argv) makes that command fail (rc 22) once."""
+class FakeHost(RecordingExecutor):
+    """tests/fakes.py's recording executor playing a target host: files with sizes, free space,
+    and tgtd's targets. :meth:`fail_on` (a predicate on argv) makes that command fail once."""
 
     def __init__(self, free=100 * GIB, name="t1"):
-        self.name = name
+        super().__init__(name, is_target=True)
         self.free = free
         self.files = {}
         self.targets = {}  # iqn -> {"tid", "luns": {lun: (path, size)}, "acl": [], "sessions"}
-        self.scripts = []
-        self.fail_on = None
-        self.fail_stderr = "tgtadm: invalid request"
         self.mb = round  # how tgtadm rounds sizes to MB
 
-    @property
-    def commands(self):
-        return [c for s in self.scripts for c in s]
+    def fail_on(self, when, stderr="tgtadm: invalid request"):
+        self.fail(when, stderr, returncode=22)
 
     def mutations(self):
         """Scripts that changed something (all but the read-only probes)."""
         return [s for s in self.scripts if s != PROBE and s != [PROBE[-1]]]
 
-    def _run_script(self, cmds):
-        self.scripts.append(cmds)
-        outs = []
-        for c in cmds:
-            if self.fail_on and self.fail_on(c):
-                self.fail_on = None
-                raise RemoteCommandError(self.name, c, 22, self.fail_stderr)
-            outs.append(self.run1(c))
-        return outs
-
     def by_tid(self, tid):
         return next(k for k, t in self.targets.items() if t["tid"] == int(tid))
 
-    def run1(self, c):
+    def respond(self, c):
         if c[0] == "mkdir":
             return ""
         if c[0] == "df":
@@ -151,7 +132,7 @@ def host():
 
 @pytest.fixture
 def be(host):
-    return storage.TgtBackend(host, BD)
+    return iscsi.TgtBackend(host, BD)
 
 
 def vols(*specs):
@@ -162,100 +143,36 @@ def vols(*specs):
 
 
 def test_iqn_and_backing_names():
-    assert storage.iqn_for("iqn.2026-11.vc.frontend", 3, "/data") == IQN1
-    assert storage.iqn_for("iqn.2026-11.vc.frontend", 3, "/home/shared/") == \
+    assert iscsi.iqn_for("iqn.2026-11.vc.frontend", 3, "/data") == IQN1
+    assert iscsi.iqn_for("iqn.2026-11.vc.frontend", 3, "/home/shared/") == \
         "iqn.2026-11.vc.frontend:rack3.home-shared"
-    assert storage.volume_name(3, "/data") == "vc-rack3-data"
-    assert storage.TgtBackend(FakeHost(), BD).backing_for("vc-rack3-data") == IMG1
-    assert storage.TgtBackend(FakeHost(), backing="lvm", vg="vg0").backing_for("vc-rack3-data") \
+    assert iscsi.volume_name(3, "/data") == "vc-rack3-data"
+    assert iscsi.TgtBackend(FakeHost(), BD).backing_for("vc-rack3-data") == IMG1
+    assert iscsi.TgtBackend(FakeHost(), backing="lvm", vg="vg0").backing_for("vc-rack3-data") \
         == "/dev/vg0/vc-rack3-data"
 
 
 @pytest.mark.parametrize("mount", ["/data", "/Data", "/a_b", "/a-b", "/a/b", "/x" * 150,
                                    "/ünï/cøde", "/v1.2"])
 def test_slug_is_deterministic_valid_and_bounded(mount):
-    iqn = storage.iqn_for(storage.DEFAULT_IQN_PREFIX, 12, mount)
-    assert iqn == storage.iqn_for(storage.DEFAULT_IQN_PREFIX, 12, mount)
+    iqn = iscsi.iqn_for(iscsi.DEFAULT_IQN_PREFIX, 12, mount)
+    assert iqn == iscsi.iqn_for(iscsi.DEFAULT_IQN_PREFIX, 12, mount)
     assert len(iqn) <= 223
     assert all(ch in "abcdefghijklmnopqrstuvwxyz0123456789.-:" for ch in iqn), iqn
 
 
 def test_slugs_never_collide():
     mounts = ["/a_b", "/a-b", "/a/b", "/A/b", "/a.b", "/ab"]
-    assert len({storage.slug(m) for m in mounts}) == len(mounts)
-    assert storage.slug("/a/b") == "a-b" and storage.slug("/a.b") == "a.b"
-    assert storage.slug("/a-b").startswith("a-b-") and len(storage.slug("/a-b")) == 12
+    assert len({iscsi.slug(m) for m in mounts}) == len(mounts)
+    assert iscsi.slug("/a/b") == "a-b" and iscsi.slug("/a.b") == "a.b"
+    assert iscsi.slug("/a-b").startswith("a-b-") and len(iscsi.slug("/a-b")) == 12
 
 
 @pytest.mark.parametrize("prefix", ["iqn.2026-11", "IQN.2026-11.vc", "iqn.26-11.vc", "eui.123",
                                     "iqn.2026-11.vc:x"])
 def test_bad_iqn_prefix(prefix):
     with pytest.raises(ValueError):
-        storage.iqn_for(prefix, 1, "/data")
-
-
-def test_check_fingerprint():
-    fp = "SHA256:" + "a" * 43
-    assert storage.check_fingerprint(" %s\n" % fp) == fp
-    for bad in ("", "MD5:aa:bb", "SHA256:short", fp + "x", "sha256:" + "a" * 43):
-        with pytest.raises(ValueError):
-            storage.check_fingerprint(bad)
-
-
-# -- argv checks and the shell script protocol ------------------------------------------------
-
-
-@pytest.mark.parametrize("argv", [[], "tgtadm --op show", ["echo", "a\nrm -rf /"],
-                                  ["echo", "a\0b"], ["echo", "a\rb"], ["echo", 3], [b"echo"]])
-def test_argv_injection_refused_before_running(argv, host):
-    with pytest.raises(ValueError):
-        host.run_script([["true"], argv])
-    assert host.scripts == []
-
-
-def test_local_executor_quotes_every_argument():
-    ex = storage.LocalExecutor()
-    nasty = "a; echo pwned $(id) `id` 'q' \"d\" * > /tmp/x | &"
-    assert ex.execute(["printf", "%s", nasty]) == nasty
-    assert ex.execute(["printf", "%s|", "", " "]) == "| |"
-
-
-def test_local_executor_splits_outputs_per_command():
-    ex = storage.LocalExecutor()
-    assert ex.run_script([["printf", "a"], ["printf", "b\\n\\n"], ["true"], ["echo", "c"]]) == \
-        ["a", "b\n\n", "", "c\n"]
-
-
-def test_script_stops_at_first_failure_and_names_it(tmp_path):
-    ex = storage.LocalExecutor(name="t9")
-    marker = tmp_path / "after"
-    with pytest.raises(RemoteCommandError) as ei:
-        ex.run_script([["true"], ["sh", "-c", "echo out; echo oops >&2; exit 3"],
-                       ["touch", str(marker)]])
-    e = ei.value
-    assert e.argv == ["sh", "-c", "echo out; echo oops >&2; exit 3"]
-    assert e.returncode == 3 and e.stderr.strip() == "oops"
-    assert str(e).startswith("iSCSI target t9: sh -c ") and "exit status 3" in str(e)
-    assert not marker.exists()
-    assert isinstance(e, StorageError) and isinstance(e, VcError)
-
-
-def test_script_timeout():
-    ex = storage.LocalExecutor(name="t9", command_timeout=0.5)
-    with pytest.raises(RemoteCommandError) as ei:
-        ex.execute(["sleep", "5"])
-    assert ei.value.returncode is None and "timed out" in str(ei.value)
-
-
-def test_every_command_and_status_is_logged(caplog):
-    ex = storage.LocalExecutor(name="t9")
-    caplog.set_level("INFO", logger="vc.storage")
-    with pytest.raises(RemoteCommandError):
-        ex.run_script([["echo", "x y"], ["false"], ["echo", "never"]])
-    msgs = [r.getMessage() for r in caplog.records]
-    assert "target t9: rc=0 echo 'x y'" in msgs
-    assert any(m.startswith("target t9: rc=1 false") for m in msgs)
-    assert not any("never" in m for m in msgs)
+        iscsi.iqn_for(prefix, 1, "/data")
 
 
 # -- tgt: create, find, grow, refuse ----------------------------------------------------------
@@ -336,7 +253,7 @@ def test_grow_refused_while_an_initiator_is_logged_in(host, be):
 def test_a_grown_file_with_a_stale_lun_is_completed(host, be):
     """A grow that died after truncate: the next try re-adds the LUN only."""
     be.ensure_volume(IQN1, IMG1, 1, ["10.0.0.1"])
-    host.fail_on = lambda c: "delete" in c
+    host.fail_on(lambda c: "delete" in c)
     with pytest.raises(RemoteCommandError):
         be.ensure_volume(IQN1, IMG1, 2, ["10.0.0.1"])
     assert host.files[IMG1] == 2 * GIB
@@ -384,15 +301,14 @@ def test_growth_counts_only_the_new_bytes(host, be):
 
 
 def test_no_space_from_the_host_is_out_of_space(host, be):
-    host.fail_on = lambda c: c[0] == "truncate"
-    host.fail_stderr = "truncate: failed to truncate 'x' at 1073741824 bytes: " \
-        "No space left on device"
+    host.fail_on(lambda c: c[0] == "truncate", "truncate: failed to truncate 'x' at 1073741824 "
+                 "bytes: No space left on device")
     with pytest.raises(OutOfSpace, match="^iSCSI target t1: out of space in /srv/vc"):
         be.ensure_volume(IQN1, IMG1, 1, ["10.0.0.1"])
 
 
 def test_a_failed_batch_keeps_what_it_made_and_the_retry_continues(host, be):
-    host.fail_on = lambda c: c[-1] == "10.0.0.2" and "2" in c[c.index("--tid") + 1]
+    host.fail_on(lambda c: c[-1] == "10.0.0.2" and "2" in c[c.index("--tid") + 1])
     with pytest.raises(RemoteCommandError) as ei:
         be.ensure_volumes(vols((IQN1, IMG1, 1), (IQN2, IMG2, 1)), ["10.0.0.1", "10.0.0.2"])
     assert "tgtadm" in str(ei.value) and str(ei.value).startswith("iSCSI target t1: ")
@@ -506,22 +422,22 @@ Target 4: iqn.x:y
 
 
 def test_parse_real_tgtadm_output():
-    got = storage.parse_tgtadm_show(REAL_SHOW)
+    got = iscsi.parse_tgtadm_show(REAL_SHOW)
     assert got["iqn.2026-11.vc.frontend:rack3.data"] == {
         "tid": 1, "sessions": 1, "acl": ["127.0.0.1", "10.0.0.0/24", "iqn.1994-05.com.redhat:abc"],
         "luns": {0: {"size_bytes": 0, "backing": None},
                  1: {"size_bytes": 1074 * 10 ** 6, "backing": "/tmp/stx/b1.img"}}}
     assert got["iqn.x:y"] == {"tid": 4, "sessions": 0, "acl": [],
                               "luns": {0: {"size_bytes": 0, "backing": None}}}
-    assert storage.parse_tgtadm_show("") == {}
+    assert iscsi.parse_tgtadm_show("") == {}
 
 
 def test_control_port_reaches_a_second_tgtd(host):
-    be = storage.TgtBackend(host, BD, control_port=5)
+    be = iscsi.TgtBackend(host, BD, control_port=5)
     be.ensure_volume(IQN1, IMG1, 1, ["10.0.0.1"])
     assert host.scripts[0][-1] == ["tgtadm", "-C", "5", "--lld", "iscsi", "--mode", "target",
                                    "--op", "show"]
-    assert all(c[:3] == ["tgtadm", "-C", "5"] for c in host.commands if c[0] == "tgtadm")
+    assert all(c[:3] == ["tgtadm", "-C", "5"] for c in host.calls if c[0] == "tgtadm")
 
 
 # -- LVM backing (command level) --------------------------------------------------------------
@@ -532,7 +448,7 @@ class FakeLvm(FakeHost):
         super().__init__(free=free)
         self.lvs = dict(lvs or {})
 
-    def run1(self, c):
+    def respond(self, c):
         if c[0] == "vgs":
             return "  %d\n" % self.free
         if c[0] == "lvs":
@@ -546,14 +462,15 @@ class FakeLvm(FakeHost):
         if c[0] == "lvremove":
             self.files.pop(c[-1], None)
             return ""
-        return super().run1(c)
+        return super().respond(c)
 
 
 def test_lvm_backing_commands():
     lv1, lv2 = "/dev/vg0/vc-rack3-data", "/dev/vg0/vc-rack3-home"
     host = FakeLvm(lvs={"vc-rack3-home": GIB})
     host.files[lv2] = GIB
-    be = storage.backend_for("tgt", host, backing="lvm", vg="vg0")
+    be = iscsi.make_target_backend(make_cfg({"storage": {"backing": "lvm", "volume_group": "vg0"}}),
+                                   host)
     be.ensure_volumes(vols((IQN1, lv1, 2), (IQN2, lv2, 3)), ["10.0.0.1"])
     assert host.scripts[0] == [
         ["vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_free", "vg0"],
@@ -564,27 +481,27 @@ def test_lvm_backing_commands():
     assert muts[0] == ["lvcreate", "-y", "-n", "vc-rack3-data", "-L", "%db" % (2 * GIB), "vg0"]
     assert ["lvextend", "-L", "%db" % (3 * GIB), lv2] in muts
     with pytest.raises(StorageError, match="cannot shrink"):
-        storage.TgtBackend(FakeLvm(lvs={"vc-rack3-home": 3 * GIB}), backing="lvm",
+        iscsi.TgtBackend(FakeLvm(lvs={"vc-rack3-home": 3 * GIB}), backing="lvm",
                            vg="vg0").ensure_volume(IQN2, lv2, 1, ["10.0.0.1"])
     with pytest.raises(OutOfSpace, match="/dev/vg0"):
-        storage.TgtBackend(FakeLvm(free=GIB), backing="lvm", vg="vg0").ensure_volume(
+        iscsi.TgtBackend(FakeLvm(free=GIB), backing="lvm", vg="vg0").ensure_volume(
             IQN1, lv1, 2, ["10.0.0.1"])
     host2 = FakeLvm(lvs={"vc-rack3-data": GIB})
-    storage.TgtBackend(host2, backing="lvm", vg="vg0").remove_volume(IQN1, lv1)
+    iscsi.TgtBackend(host2, backing="lvm", vg="vg0").remove_volume(IQN1, lv1)
     assert host2.scripts[-1] == [["lvremove", "-y", lv1]]
 
 
 def test_backend_options_are_checked():
     with pytest.raises(ValueError):
-        storage.TgtBackend(FakeHost(), "relative/dir")
+        iscsi.TgtBackend(FakeHost(), "relative/dir")
     with pytest.raises(ValueError):
-        storage.TgtBackend(FakeHost(), BD, backing="zfs")
+        iscsi.TgtBackend(FakeHost(), BD, backing="zfs")
     with pytest.raises(ValueError):
-        storage.TgtBackend(FakeHost(), backing="lvm", vg="-bad")
-    with pytest.raises(ValueError, match="unknown iSCSI backend"):
-        storage.backend_for("iet", FakeHost())
-    assert isinstance(storage.backend_for("targetcli", FakeHost(), backing_dir=BD),
-                      storage.TargetcliBackend)
+        iscsi.TgtBackend(FakeHost(), backing="lvm", vg="-bad")
+    with pytest.raises(ConfigError, match="unknown iSCSI backend"):
+        iscsi.make_target_backend(with_config(make_cfg(), "storage", backend="iet"), FakeHost())
+    assert isinstance(iscsi.make_target_backend(make_cfg({"storage": {
+        "backend": "targetcli", "backing_dir": BD}}), FakeHost()), iscsi.TargetcliBackend)
 
 
 # -- targetcli / LIO (command level) ----------------------------------------------------------
@@ -620,14 +537,14 @@ class FakeLio(FakeHost):
         super().__init__(**kw)
         self.ls = ls
 
-    def run1(self, c):
+    def respond(self, c):
         if c[0] == "targetcli":
             return self.ls if c[1:] == ["ls", "/"] else ""
-        return super().run1(c)
+        return super().respond(c)
 
 
 def test_parse_targetcli_tree():
-    got = storage.parse_targetcli_ls(TARGETCLI_LS)
+    got = iscsi.parse_targetcli_ls(TARGETCLI_LS)
     assert got == {"backstores": {"fileio/vc-rack3-data": {"kind": "fileio",
                                                            "path": IMG1}},
                    "targets": {IQN1: {"luns": {0: "fileio/vc-rack3-data"}, "acl": [KVM1]}}}
@@ -635,7 +552,7 @@ def test_parse_targetcli_tree():
 
 def test_targetcli_create_commands():
     host = FakeLio()
-    be = storage.TargetcliBackend(host, BD)
+    be = iscsi.TargetcliBackend(host, BD)
     assert be.lun == 0
     assert be.ensure_volumes(vols((IQN1, IMG1, 1)), [KVM1, KVM2]) == {IQN1: True}
     assert host.scripts[0][-1] == ["targetcli", "ls", "/"]
@@ -653,7 +570,7 @@ def test_targetcli_create_commands():
 def test_targetcli_finds_existing_and_completes():
     host = FakeLio(TARGETCLI_LS)
     host.files[IMG1] = GIB
-    be = storage.TargetcliBackend(host, BD)
+    be = iscsi.TargetcliBackend(host, BD)
     assert be.ensure_volume(IQN1, IMG1, 1, [KVM1]) is False
     assert len(host.scripts) == 1
     assert be.ensure_volume(IQN1, IMG1, 1, [KVM1, KVM2]) is True
@@ -672,7 +589,7 @@ def test_targetcli_finds_existing_and_completes():
 def test_targetcli_remove_and_refusals():
     host = FakeLio(TARGETCLI_LS)
     host.files[IMG1] = GIB
-    be = storage.TargetcliBackend(host, BD)
+    be = iscsi.TargetcliBackend(host, BD)
     assert be.remove_volume(IQN1, IMG1) is True
     assert host.scripts[-1] == [["targetcli", "/iscsi", "delete", IQN1],
                                 ["targetcli", "/backstores/fileio", "delete", "vc-rack3-data"],
@@ -686,161 +603,10 @@ def test_targetcli_remove_and_refusals():
 
 def test_targetcli_lvm_uses_a_block_backstore():
     host = FakeLio()
-    host.run1 = lambda c, _r=host.run1: FakeLvm.run1(host, c) if c[0] in (
+    host.respond = lambda c, _r=host.respond: FakeLvm.respond(host, c) if c[0] in (
         "vgs", "lvs", "lvcreate") else _r(c)
     host.lvs = {}
-    be = storage.TargetcliBackend(host, backing="lvm", vg="vg0")
+    be = iscsi.TargetcliBackend(host, backing="lvm", vg="vg0")
     be.ensure_volume(IQN1, "/dev/vg0/vc-rack3-data", 1, [KVM1])
     assert ["targetcli", "/backstores/block", "create", "name=vc-rack3-data",
             "dev=/dev/vg0/vc-rack3-data"] in host.scripts[-1]
-
-
-# -- host keys, the frontend key, paramiko errors ---------------------------------------------
-
-
-class FakeKey:
-    def __init__(self, blob):
-        self.blob = blob
-
-    def asbytes(self):
-        return self.blob
-
-    def get_name(self):
-        return "ssh-ed25519"
-
-
-@pytest.fixture(scope="module")
-def keypair(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("state"))
-    return storage.frontend_key(state), state
-
-
-def test_fingerprint_matches_ssh_keygen(keypair):
-    (path, pub), _ = keypair
-    blob = base64.b64decode(pub.split()[1])
-    want = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", path + ".pub"],
-                          capture_output=True, text=True, check=True).stdout.split()[1]
-    assert storage.fingerprint_of(FakeKey(blob)) == want
-    assert storage.check_fingerprint(want) == want
-
-
-def test_frontend_key_is_made_once_with_private_modes(keypair):
-    (path, pub), state = keypair
-    assert path == os.path.join(state, "ssh", "id_ed25519")
-    assert pub.startswith("ssh-ed25519 ") and pub.endswith(" vc-frontend")
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    # the web pages (www-data) read the public half only: traverse, no listing
-    assert stat.S_IMODE(os.stat(path + ".pub").st_mode) == 0o644
-    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o711
-    before = open(path).read()
-    assert storage.frontend_key(state) == (path, pub)
-    assert open(path).read() == before
-    os.unlink(path + ".pub")  # a lost public half is derived again, not a new pair
-    assert storage.frontend_key(state) == (path, pub)
-    assert open(path).read() == before
-
-
-def test_host_key_policy():
-    key = FakeKey(b"\x00\x00\x00\x0bssh-ed25519" + b"k" * 36)
-    fp = storage.fingerprint_of(key)
-    storage.PinnedHostKeyPolicy("st1", fp).missing_host_key(None, "[h]:22", key)
-    with pytest.raises(HostKeyUnknown) as ei:
-        storage.PinnedHostKeyPolicy("st1", None).missing_host_key(None, "[h]:22", key)
-    assert str(ei.value).startswith("iSCSI target st1: ") and fp in str(ei.value)
-    assert "vc_ctl.py target trust st1" in str(ei.value)
-    other = "SHA256:" + "B" * 43
-    with pytest.raises(HostKeyChanged) as ei:
-        storage.PinnedHostKeyPolicy("st1", other).missing_host_key(None, "[h]:22", key)
-    assert ei.value.expected == other and ei.value.got == fp
-    assert "expected %s, got %s" % (other, fp) in str(ei.value)
-    assert str(ei.value).startswith("iSCSI target st1: ")
-
-
-def test_module_imports_paramiko_lazily_and_never_auto_adds():
-    code = "import sys, vc.storage; print('paramiko' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.strip()
-    assert out == "False"
-    src = open(os.path.join(ROOT, "vc", "storage.py")).read()
-    assert "AutoAddPolicy" not in src and "load_system_host_keys()" not in src.replace(
-        "no load_system_host_keys()", "")
-
-
-@pytest.fixture
-def target():
-    return storage.Target("st1", "192.0.2.10", 2222, fingerprint="SHA256:" + "A" * 43)
-
-
-def _connect_raising(monkeypatch, exc):
-    import paramiko
-
-    seen = {}
-
-    def fake_connect(self, hostname, **kw):
-        seen.update(kw, hostname=hostname)
-        raise exc
-
-    monkeypatch.setattr(paramiko.SSHClient, "connect", fake_connect)
-    return seen
-
-
-def test_connect_options(monkeypatch, keypair, target):
-    import paramiko
-
-    seen = _connect_raising(monkeypatch, paramiko.AuthenticationException("Authentication failed."))
-    ex = storage.SSHExecutor(target, keypair[0][0], connect_timeout=7, command_timeout=9)
-    with pytest.raises(AuthFailed) as ei:
-        ex.execute(["true"])
-    assert seen["hostname"] == "192.0.2.10" and seen["port"] == 2222
-    assert seen["username"] == "root" and seen["look_for_keys"] is False
-    assert seen["allow_agent"] is False
-    assert seen["timeout"] == seen["banner_timeout"] == seen["auth_timeout"] == 7
-    msg = str(ei.value)
-    assert msg.startswith("iSCSI target st1: ") and "authorized_keys" in msg
-    assert keypair[0][0] + ".pub" in msg
-
-
-@pytest.mark.parametrize("make_exc,cls,text", [
-    (lambda p: p.ssh_exception.NoValidConnectionsError(
-        {("192.0.2.10", 2222): ConnectionRefusedError(111, "refused")}),
-     TargetUnreachable, "connection refused"),
-    (lambda p: socket.timeout("timed out"), TargetUnreachable, "timed out"),
-    (lambda p: p.SSHException("Error reading SSH protocol banner"), TargetUnreachable,
-     "protocol banner"),
-    (lambda p: OSError(113, "No route to host"), TargetUnreachable, "No route to host"),
-    (lambda p: p.BadAuthenticationType("Bad authentication type", ["password"]), AuthFailed,
-     "refused the frontend's SSH key"),
-    (lambda p: HostKeyChanged("st1", "SHA256:a", "SHA256:b"), HostKeyChanged, "CHANGED"),
-])
-def test_connect_errors_are_mapped(monkeypatch, keypair, target, make_exc, cls, text):
-    import paramiko
-
-    _connect_raising(monkeypatch, make_exc(paramiko))
-    with pytest.raises(cls) as ei:
-        storage.SSHExecutor(target, keypair[0][0]).execute(["true"])
-    assert str(ei.value).startswith("iSCSI target st1: ") and text in str(ei.value)
-
-
-def test_unreadable_frontend_key(target, tmp_path):
-    with pytest.raises(StorageError, match="^iSCSI target st1: cannot read the frontend's SSH"):
-        storage.SSHExecutor(target, str(tmp_path / "missing")).execute(["true"])
-
-
-def test_probe_host_key_unreachable():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # bound, not listening: refused
-        with pytest.raises(TargetUnreachable, match="^iSCSI target st9: .*refused"):
-            storage.probe_host_key("127.0.0.1", port, timeout=2, name="st9")
-
-
-def test_pool_gives_one_executor_per_target(keypair, target):
-    with storage.SSHPool(keypair[0][0]) as pool:
-        a = pool.get(target)
-        assert pool.get(storage.Target(**vars(target))) is a
-        assert pool.get(storage.Target("st2", "192.0.2.11")) is not a
-
-
-def test_target_portal():
-    assert storage.Target("a", "10.0.0.5", iscsi_port=3261).portal == "10.0.0.5:3261"
-    assert storage.Target("a", "fd00::5").portal == "[fd00::5]:3260"

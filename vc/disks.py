@@ -1,0 +1,67 @@
+"""Node disk images: qcow2 overlays over a base image, made with ``qemu-img``.
+
+Not libvirt (:mod:`vc.virt`): plain files on the host, made through an injected
+``execute(argv) -> stdout`` (:func:`vc.remote.run_local` by default; any
+:class:`vc.remote.Executor` will do), so tests can record the exact command lines.
+"""
+
+import json
+import logging
+import os
+from typing import Optional
+
+from vc.errors import HypervisorError
+from vc.remote import Execute, run_local
+
+LOG = logging.getLogger(__name__)
+
+
+def image_format(path: str, execute: Optional[Execute] = None) -> str:
+    """The format (``raw``, ``qcow2``, ...) of an image, as ``qemu-img info`` detects it."""
+    execute = execute or run_local
+    out = execute(["qemu-img", "info", "--output=json", path])
+    try:
+        return json.loads(out)["format"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise HypervisorError("cannot read the format of %s from qemu-img info: %r"
+                              % (path, out[:200])) from e
+
+
+def create_cow_disk(path: str, base: str, size_gb: int, execute: Optional[Execute] = None) -> bool:
+    """Create a qcow2 overlay ``path`` over the image ``base``, ``size_gb`` GiB large.
+
+    :returns: False if ``path`` already exists (it is kept: it may hold a node's data).
+    """
+    if os.path.exists(path):
+        LOG.debug("disk %s exists", path)
+        return False
+    execute = execute or run_local
+    # qemu-img stores the backing path as given and resolves a relative one against the
+    # overlay's directory, not ours; and -F is required since QEMU 6.1 (no format probing)
+    path, base = os.path.abspath(path), os.path.abspath(base)
+    fmt = image_format(base, execute)
+    execute(["qemu-img", "create", "-f", "qcow2", "-F", fmt, "-b", base, path,
+             "%dG" % int(size_gb)])
+    LOG.info("created disk %s over %s (%s, %d GiB)", path, base, fmt, int(size_gb))
+    return True
+
+
+def make_base_image(path: str, size_mb: int, execute: Optional[Execute] = None,
+                    fmt: str = "qcow2") -> bool:
+    """Create an empty base image (for the demo and the tests). :returns: False if it exists."""
+    if os.path.exists(path):
+        return False
+    execute = execute or run_local
+    execute(["qemu-img", "create", "-f", fmt, os.path.abspath(path), "%dM" % int(size_mb)])
+    LOG.info("created base image %s (%s, %d MiB)", path, fmt, int(size_mb))
+    return True
+
+
+def remove_disk(path: str) -> bool:
+    """Delete a disk image. :returns: False if it did not exist."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    LOG.info("removed disk %s", path)
+    return True

@@ -1,0 +1,131 @@
+"""High availability of running clusters: restart a node whose domain is not running, move a
+node off a host that does not answer, and keep the hosts' reachability in ``vchost``.
+
+The rule that keeps a node from ever running twice: a node is placed on another host only when
+its own host is unreachable (and is marked so), or after its old domain was destroyed and
+undefined there and is confirmed gone.
+"""
+
+import logging
+from datetime import timedelta
+from typing import List
+
+from vc import addresses, admission, designer, disks, network, steps
+from vc.db import naive_utc
+from vc.domainxml import DhcpHost
+from vc.errors import VcError
+
+LOG = logging.getLogger(__name__)
+
+
+class Healer:
+    """HA for one orchestrator (:class:`vc.ctl.Ctl`): its hosts, database, clock and actor."""
+
+    def __init__(self, ctl):
+        self.ctl = ctl
+
+    def reachable(self, host_name) -> bool:
+        """Can we talk to this host's libvirt at all? (Connecting is the probe.)"""
+        try:
+            _ = self.ctl.host(host_name).conn
+            return True
+        except VcError:
+            return False
+
+    def mark_host(self, name, reachable) -> None:
+        """Record whether a configured host answers (``vchost.reachable``)."""
+        h = next((h for h in self.ctl.cfg.hosts if h.name == name), None)
+        if h is None:
+            return
+        now = naive_utc(self.ctl.clock())
+        self.ctl.db.transaction(lambda cur: cur.execute(
+            "INSERT INTO vchost (name, uri, memory_mb, vcpus, reachable, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
+            "reachable = VALUES(reachable), updated_at = VALUES(updated_at)",
+            (h.name, h.uri, h.memory_mb, h.vcpus, int(reachable), now)))
+
+    def heal(self, rack: int, max_restarts: int = 3) -> List[str]:
+        """Bring every node of a running cluster back to running, at most ``max_restarts``
+        times per node and hour.
+
+        :returns: what was done, one line per node acted on.
+        """
+        with self.ctl.locked(rack):
+            plan = self.ctl.db.transaction(lambda cur: addresses.load(cur, rack))
+            if plan is None:
+                return []
+            down = {h for h in {n.host for n in plan.nodes} if not self.reachable(h)}
+            for h in down:
+                self.mark_host(h, False)
+            done = [self._heal_node(plan, n, n.host in down, max_restarts) for n in plan.nodes]
+            return [m for m in done if m]
+
+    def _restarts_last_hour(self, rack, name) -> int:
+        since = naive_utc(self.ctl.clock()) - timedelta(hours=1)
+        return self.ctl.db.query(
+            "SELECT COUNT(*) AS n FROM vcevent WHERE rack = %s AND at > %s AND reason LIKE %s",
+            (rack, since, "ha: restarted %s %%" % name))[0]["n"]
+
+    def _heal_node(self, plan, node, host_down, max_restarts):
+        ctl, dom = self.ctl, designer.domain_name(self.ctl.cfg, node.name)
+        state = None if host_down else ctl.host(node.host).state(dom)
+        if state == "running":
+            return None
+        n = self._restarts_last_hour(plan.rack, node.name)
+        if n >= max_restarts:
+            LOG.warning("rack %d: %s is %s but was restarted %d times in the last hour: "
+                        "leaving it", plan.rack, node.name, state or "on a dead host", n)
+            return None
+        where = node.host
+        if host_down:
+            where = self._replace(plan, node)
+        else:
+            try:
+                steps.boot(ctl, plan, node)
+            except VcError as e:
+                # the host refuses: make sure the old domain is gone, then move the node
+                LOG.warning("rack %d: %s cannot start on %s (%s): moving it", plan.rack,
+                            node.name, node.host, e)
+                h = ctl.host(node.host)
+                h.destroy(dom)
+                h.undefine(dom)
+                if h.state(dom) != "absent":
+                    raise steps.ClusterError("%s: old domain on %s could not be removed; not "
+                                             "moving it" % (node.name, node.host)) from e
+                where = self._replace(plan, node)
+        msg = "ha: restarted %s on %s (was %s)" % (node.name, where,
+                                                   state or "on unreachable host %s" % node.host)
+        ctl.event(plan.rack, msg)
+        return msg
+
+    def _replace(self, plan, node):
+        """Move a node to another host with room: placement, network, DHCP, disk, boot."""
+        ctl = self.ctl
+
+        def pick(cur):
+            free = addresses.host_free(ctl.cfg, cur, plan.rack)
+            # this cluster's other nodes count too (host_free leaves out the rack itself)
+            for other in plan.nodes:
+                if other is not node and other.host in free:
+                    free[other.host][0] -= other.memory_mb
+                    free[other.host][1] -= other.vcpus
+            free.pop(node.host, None)
+            target = admission.best_host(free, node.memory_mb, node.vcpus)
+            if target is None:
+                raise steps.ClusterError("no other host has room for %s (%d MB)" % (
+                    node.name, node.memory_mb))
+            cur.execute("UPDATE vcnode SET host = %s, updated_at = %s WHERE rack = %s AND "
+                        "name = %s", (target, naive_utc(ctl.clock()), plan.rack, node.name))
+            return target
+
+        target = ctl.db.transaction(pick)
+        node.host = target
+        h = ctl.host(target)
+        seg = ctl.segment(plan, sorted({n.host for n in plan.nodes}))
+        ctl.networks.ensure(ctl.cfg, plan, h, joined=seg is not None)
+        h.add_dhcp_host(network.names(ctl.cfg, plan.rack)[0], DhcpHost(node.mac, node.ip,
+                                                                        node.name))
+        disks.create_cow_disk(designer.disk_path(ctl.cfg, node.name),
+                              ctl.cfg.appliance(node.appliance).image, node.disk_gb, ctl.execute)
+        steps.boot(ctl, plan, node)
+        return target

@@ -1,0 +1,545 @@
+"""The start and stop steps of a cluster: each one small, idempotent object.
+
+A step's ``run(r)`` acts on one :class:`Run` (the rack, its plan, the orchestrator's services)
+and returns a short detail for its event. What exists is kept and what is gone counts as done, so
+a run that died after any step is finished by running the list again. :data:`START` and
+:data:`STOP` *are* the published step lists: the runner (:mod:`vc.ctl`), ``--dry-run`` and the
+crash tests iterate them.
+"""
+
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from vc import addresses, designer, disks, iscsi, network, register, reservations, states, \
+    timeutil
+from vc.db import aware_utc, naive_utc
+from vc.errors import InvalidTransition, VcError
+
+LOG = logging.getLogger(__name__)
+
+
+class ClusterError(VcError):
+    """A start or stop step failed; the cluster is left ``failed`` with this message."""
+
+
+@dataclass
+class Run:
+    """One start or stop of one rack."""
+
+    ctl: object
+    rack: int
+    plan: Optional[addresses.Plan] = None
+    resumed: bool = False
+    result: Optional[dict] = None      # set by a step that ends the run early (nothing to do)
+    _vols: Optional[list] = field(default=None, repr=False)
+
+    @property
+    def cfg(self):
+        return self.ctl.cfg
+
+    def vols(self, refresh=False) -> List[dict]:
+        """The cluster's attached volumes (read once per run; ``refresh`` after storage)."""
+        if self._vols is None or refresh:
+            self._vols = [v for v in volumes(self.ctl.db, self.rack) if v["iqn"]]
+        return self._vols
+
+    def hosts_used(self) -> List[str]:
+        return sorted({n.host for n in self.plan.nodes})
+
+
+class Step:
+    """A step. ``records_failure``: a failure leaves the cluster ``failed`` with the error
+    (the first start step runs in the transaction that moves the state; if it fails, nothing
+    changed and the error is only raised)."""
+
+    name = ""
+    records_failure = True
+
+    def run(self, r: Run) -> str:  # pragma: no cover - every step defines it
+        raise NotImplementedError
+
+
+def volumes(db, rack) -> List[dict]:
+    """Every iSCSI volume of a reservation, with its target's address and pinned key."""
+    return db.query(
+        "SELECT v.id, v.mount_point, v.size_gb, v.appliance, v.iqn, v.lun, v.state, "
+        "v.nfs_export, v.nfs_client_mount, t.name AS target, t.address, t.port, "
+        "t.ssh_user, t.iscsi_port, t.host_key_fingerprint FROM vciscsi v JOIN vciscsitarget "
+        "t ON t.id = v.target_id WHERE v.rack = %s ORDER BY v.mount_point", (rack,))
+
+
+##################
+# Start          #
+##################
+
+
+class Allocate(Step):
+    """``reserved|failed → starting`` with the allocation of MACs, IPs, subnet, public
+    addresses, isolation id and the placement, in one transaction."""
+
+    name = "allocate"
+    records_failure = False
+
+    def run(self, r):
+        ctl, now = r.ctl, r.ctl.clock()
+
+        def txn(cur):
+            reservations._lock_admission(cur)
+            row = states.lock(cur, r.rack)
+            st = row["state"]
+            if row["pending"] == "delete":
+                raise InvalidTransition(rack=r.rack, state=st + " (delete pending)",
+                                        action="start it")
+            if st == states.RUNNING:
+                return None, st
+            if st not in (states.RESERVED, states.FAILED, states.STARTING):
+                raise InvalidTransition(rack=r.rack, state=st, action="start it")
+            start, end = aware_utc(row["start_at"]), aware_utc(row["end_at"])
+            if end <= now:
+                raise VcError("reservation %d ended at %s: nothing to start" % (
+                    r.rack, timeutil.show(end, ctl.cfg.tzinfo())))
+            res = reservations._resources(cur, r.rack)
+            if start > now:
+                # forced early: the time before the reserved start needs capacity too
+                reservations.admit(ctl.cfg, cur, now, start, res, now, exclude_rack=r.rack)
+                cur.execute("UPDATE vcregist SET start_at = %s WHERE rack = %s",
+                            (naive_utc(now), r.rack))
+            if st != states.STARTING:
+                states.transition(cur, row, states.STARTING, now, ctl.actor,
+                                  "start" if st == states.RESERVED else "retry start after: %s"
+                                  % (row["error"] or "failure"))
+            return addresses.allocate(ctl.cfg, cur, r.rack, res, now), st
+
+        r.plan, was = ctl.db.transaction(txn)
+        if r.plan is None:
+            r.result = {"rack": r.rack, "state": "running", "changed": False}
+            return ""
+        r.resumed = was == states.STARTING
+        ctl.progress("rack %d: %s %s, %d nodes (%s)" % (
+            r.rack, "resuming start" if r.resumed else "starting", r.plan.subnet,
+            len(r.plan.nodes), ", ".join("%s@%s" % (n.name, n.host) for n in r.plan.nodes)))
+        return "%s isolation %d" % (r.plan.subnet, r.plan.isolation_id)
+
+
+class Dump(Step):
+    """The insert-ethers dump of the cluster (rack = cluster number)."""
+
+    name = "dump"
+
+    def run(self, r):
+        path = designer.dump_path(r.cfg, r.rack)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        register._atomic_write(path, dump_text(r.ctl, r.plan))
+        return path
+
+
+def dump_text(ctl, plan) -> str:
+    return register.dump(designer.entries(ctl.cfg, plan), ctl.registrar(plan).dump_argv0)
+
+
+class Network(Step):
+    """The cluster network on each host it uses (DHCP host entries included)."""
+
+    name = "network"
+
+    def run(self, r):
+        seg = r.ctl.segment(r.plan, r.hosts_used())
+        mtu = r.ctl.isolation.mtu(seg) if seg else None
+        for h in r.hosts_used():
+            r.ctl.networks.ensure(r.cfg, r.plan, r.ctl.host(h), mtu, joined=seg is not None)
+        return network.names(r.cfg, r.rack)[0]
+
+
+class Isolation(Step):
+    """``vc_vlan.py add``: the cluster's nodes on their own segment on every host."""
+
+    name = "isolation"
+
+    def run(self, r):
+        did = vlan(r.ctl, r.rack, "add", plan=r.plan)
+        return "%s, %d change(s)" % (r.cfg.network.isolation, len(did))
+
+
+class Register(Step):
+    name = "register"
+
+    def run(self, r):
+        added = r.ctl.registrar(r.plan).register(designer.entries(r.cfg, r.plan),
+                                                 network.names(r.cfg, r.rack)[0])
+        return "%d new" % len(added or [])
+
+
+class Disks(Step):
+    """A qcow2 overlay per node over its appliance's base image, sized as reserved."""
+
+    name = "disks"
+
+    def run(self, r):
+        os.makedirs(r.cfg.virt.disk_dir, exist_ok=True)
+        os.makedirs(r.cfg.virt.console_dir, exist_ok=True)
+        for n in r.plan.nodes:
+            disks.create_cow_disk(designer.disk_path(r.cfg, n.name),
+                                  r.cfg.appliance(n.appliance).image, n.disk_gb, r.ctl.execute)
+        return ""
+
+
+class Storage(Step):
+    """Every iSCSI volume created (or found) on its target and admitted to the gateways'
+    hosts; what exists is kept (its data survives stops)."""
+
+    name = "storage"
+
+    def run(self, r):
+        vols = volumes(r.ctl.db, r.rack)
+        by_target = {}
+        for v in vols:
+            by_target.setdefault(v["target"], []).append(v)
+        with r.ctl.target_pool() as pool:
+            for name, vs in by_target.items():
+                be = r.ctl.target_backend(pool, vs[0])
+                specs = [iscsi.VolumeSpec(
+                    iscsi.iqn_for(r.cfg.storage.iqn_prefix, r.rack, v["mount_point"]),
+                    be.backing_for(iscsi.volume_name(r.rack, v["mount_point"],
+                                                     r.cfg.virt.name_prefix)), v["size_gb"])
+                    for v in vs]
+                be.ensure_volumes(specs, designer.initiators(r.cfg, r.plan))
+                for v, sp in zip(vs, specs):
+                    r.ctl.db.transaction(lambda cur, v=v, sp=sp, lun=be.lun: cur.execute(
+                        "UPDATE vciscsi SET iqn = %s, lun = %s, state = 'ready' WHERE id = %s",
+                        (sp.iqn, lun, v["id"])))
+                r.ctl.progress("rack %d: %d volume(s) ready on %s" % (r.rack, len(vs), name))
+        r.vols(refresh=True)
+        return "%d volume(s)" % len(vols)
+
+
+class Seed(Step):
+    """Each node's cloud-init NoCloud seed (``vc.seed``): names, addresses, root's keys (the
+    owner's and the cluster's own pair), the storage role. Rewritten on every run (2–3 ms a
+    node), so a resumed start carries the owner's current keys."""
+
+    name = "seed"
+
+    def run(self, r):
+        from vc import keys, seed
+
+        ctl, cfg = r.ctl, r.cfg
+        owner = reservations.get(ctl.db, r.rack)["owner"]
+        owner_keys = keys.authorized_lines(ctl.db, owner)
+        pair = cluster_key(cfg, r.rack)
+        seg = ctl.segment(r.plan, r.hosts_used())
+        mtu = ctl.isolation.mtu(seg) if seg else None
+        for n in r.plan.nodes:
+            seed.write_iso(designer.seed_path(cfg, n.name), seed.render(designer.seed_input(
+                cfg, r.plan, n, r.vols(), owner_keys, pair, mtu)))
+        if not owner_keys:
+            ctl.progress("rack %d: warning: %s has no SSH key: nobody can log in (vc_ctl.py "
+                         "key add)" % (r.rack, owner))
+        return "%d seed(s), %d key(s) of %s" % (len(r.plan.nodes), len(owner_keys), owner)
+
+
+def cluster_key(cfg, rack):
+    """The cluster's own key pair ``(private OpenSSH text, public line)``, made at its first
+    start and kept until its stop (a resumed start reuses it)."""
+    from vc import sshkeys
+
+    d = designer.key_dir(cfg, rack)
+    priv, pub = os.path.join(d, "id_ed25519"), os.path.join(d, "id_ed25519.pub")
+    if os.path.exists(priv) and os.path.exists(pub):
+        with open(priv) as f, open(pub) as g:
+            return f.read(), g.read().strip()
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    text, line = sshkeys.cluster_keypair("vc-cluster-%d" % rack)
+    for path, data in ((pub, line + "\n"), (priv, text)):
+        tmp = path + ".tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return text, line
+
+
+class BootGateways(Step):
+    name = "boot_gateways"
+
+    def run(self, r):
+        gws = [n for n in r.plan.nodes if n.appliance == designer.GATEWAY]
+        for n in gws:
+            boot(r.ctl, r.plan, n, vols=r.vols())
+        return ", ".join(n.name for n in gws)
+
+
+class BootComputes(Step):
+    """All computes in parallel, each on a libvirt connection of its own."""
+
+    name = "boot_computes"
+
+    def run(self, r):
+        cps = [n for n in r.plan.nodes if n.appliance != designer.GATEWAY]
+        parallel(lambda n: boot(r.ctl, r.plan, n, True, r.vols()), cps,
+                 r.cfg.virt.boot_parallel)
+        return "%d computes" % len(cps)
+
+
+def parallel(fn, items, workers) -> None:
+    """``fn(item)`` for every item in a thread pool; the first error is raised after all ran."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as ex:
+        errors = [f.exception() for f in [ex.submit(fn, i) for i in items]]
+    errors = [e for e in errors if e]
+    if errors:
+        raise errors[0]
+
+
+def node_spec(ctl, plan, node, vols):
+    """The node's domain spec, with the isolation backend's NIC."""
+    seg = ctl.segment(plan, sorted({n.host for n in plan.nodes}))
+    nic = ctl.isolation.interface_spec(node.mac, network.names(ctl.cfg, plan.rack)[0], seg)
+    return designer.domain_spec(ctl.cfg, plan, node, vols, nic,
+                                seed=designer.seed_path(ctl.cfg, node.name))
+
+
+def boot(ctl, plan, node, own_connection=False, vols=None) -> None:
+    """Define and start one node; wait until it runs (one retry: destroy, start again).
+
+    :param vols: the cluster's attached volumes (None: read them).
+    :param own_connection: use a connection of its own (parallel boots: libvirtd serves at
+        most ``max_client_requests`` (5) calls of one connection at a time).
+    """
+    if vols is None:
+        vols = [v for v in volumes(ctl.db, plan.rack) if v["iqn"]]
+    shared = ctl.host(node.host)
+    if own_connection and not getattr(shared, "state_per_connection", False):
+        host = ctl.open_host(node.host, shared.uri)
+        try:
+            return _boot_on(ctl, host, plan, node, vols)
+        finally:
+            host.close()
+    return _boot_on(ctl, shared, plan, node, vols)
+
+
+def _boot_on(ctl, host, plan, node, vols):
+    spec = node_spec(ctl, plan, node, vols)
+    timeout = ctl.cfg.virt.boot_timeout
+    host.define(spec)
+    for attempt in (1, 2):
+        if attempt == 2:
+            host.destroy(spec.name)
+        if host.state(spec.name) != "running":
+            host.start(spec.name)
+        if host.wait_state(spec.name, "running", timeout):
+            set_node(ctl, plan.rack, node.name, "running", booted=True)
+            ctl.progress("rack %d: %s running on %s (%s, %s)" % (
+                plan.rack, node.name, node.host, node.mac, node.ip))
+            return
+        LOG.warning("rack %d: %s not running after %ss (attempt %d)", plan.rack, node.name,
+                    timeout, attempt)
+    raise ClusterError("%s did not reach running on %s within %ds (twice)" % (
+        node.name, node.host, timeout))
+
+
+def set_node(ctl, rack, name, state, booted=False) -> None:
+    """Record a node's domain state; ``booted``: its guest (re)starts booting now."""
+    now = naive_utc(ctl.clock())
+    ctl.db.transaction(lambda cur: cur.execute(
+        "UPDATE vcnode SET state = %s, updated_at = %s" + (
+            ", readiness = 'booting', booted_at = %s, up_at = NULL" if booted else "") +
+        " WHERE rack = %s AND name = %s",
+        (state, now) + ((now,) if booted else ()) + (rack, name)))
+
+
+START: List[Step] = [Allocate(), Dump(), Network(), Isolation(), Register(), Disks(), Storage(),
+                     Seed(), BootGateways(), BootComputes()]
+
+
+##################
+# Stop           #
+##################
+
+
+def begin_stop(ctl, rack, reason):
+    """End the reservation now (a forced stop, or the tick would start it again; one that has
+    not begun ends before it began: an empty window) and move to ``stopping``, in one
+    transaction. :returns: ``(state it was in or "cancelled", pending request)``."""
+    now = ctl.clock()
+
+    def txn(cur):
+        row = states.lock(cur, rack)
+        st = row["state"]
+        if aware_utc(row["end_at"]) > now:
+            cur.execute("UPDATE vcregist SET start_at = LEAST(start_at, %s), end_at = %s "
+                        "WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
+        if st == states.RESERVED:
+            states.transition(cur, row, states.STOPPED, now, ctl.actor,
+                              "stopped before it started")
+            return "cancelled", row["pending"]
+        if st in (states.RUNNING, states.STARTING, states.FAILED):
+            states.transition(cur, row, states.STOPPING, now, ctl.actor, reason)
+        elif st not in (states.STOPPING, states.STOPPED):
+            raise InvalidTransition(rack=rack, state=st, action="stop it")
+        return st, row["pending"]
+
+    return ctl.db.transaction(txn)
+
+
+class Shutdown(Step):
+    """ACPI shutdown of every domain of the rack in parallel, wait up to shutdown_timeout,
+    then destroy what still runs. Domains are found by name on every host too: a crash
+    between define and the database write leaves nothing behind."""
+
+    name = "shutdown"
+
+    def run(self, r):
+        ctl, wait = r.ctl, r.cfg.virt.shutdown_timeout
+        r.doms = find_domains(ctl, r.rack)
+
+        def one(hd):
+            h, d = hd
+            st = h.state(d)
+            if st in ("running", "paused", "other"):
+                h.shutdown(d)
+                if not h.wait_state(d, "shutoff", wait):
+                    LOG.warning("rack %d: %s ignored ACPI shutdown for %ss: destroying",
+                                r.rack, d, wait)
+                    h.destroy(d)
+            elif st != "absent":
+                h.destroy(d)
+            ctl.progress("rack %d: %s off" % (r.rack, d))
+
+        parallel(one, r.doms, 32)
+        return "%d domains" % len(r.doms)
+
+
+def find_domains(ctl, rack):
+    """[(host, domain name)] of every domain on every host whose name says it is this rack's."""
+    rx = designer.rack_re(ctl.cfg, rack)
+    return [(host, d) for host in (ctl.host(h.name) for h in ctl.cfg.hosts)
+            for d in host.list_domains(ctl.cfg.virt.name_prefix + "-") if rx.match(d)]
+
+
+class Undefine(Step):
+    name = "undefine"
+
+    def run(self, r):
+        for h, d in getattr(r, "doms", None) or find_domains(r.ctl, r.rack):
+            h.undefine(d)
+        return ""
+
+
+class RemoveDisks(Step):
+    """The nodes' disks, seeds and console logs (also any file a crash left under the rack's
+    name) and the cluster's key pair."""
+
+    name = "disks"
+
+    def run(self, r):
+        cfg, rx = r.cfg, designer.rack_re(r.cfg, r.rack)
+        for d in (cfg.virt.disk_dir, cfg.virt.console_dir):
+            for f in os.listdir(d) if os.path.isdir(d) else ():
+                if rx.match(f.split(".", 1)[0]):
+                    os.unlink(os.path.join(d, f))
+        shutil.rmtree(designer.key_dir(cfg, r.rack), ignore_errors=True)
+        return ""
+
+
+class Unregister(Step):
+    name = "unregister"
+
+    def run(self, r):
+        if r.plan:
+            r.ctl.registrar(r.plan).unregister(designer.entries(r.cfg, r.plan),
+                                               network.names(r.cfg, r.rack)[0])
+        return ""
+
+
+class RemoveIsolation(Step):
+    name = "isolation"
+
+    def run(self, r):
+        vlan(r.ctl, r.rack, "del", plan=r.plan)
+        return ""
+
+
+class RemoveNetwork(Step):
+    name = "network"
+
+    def run(self, r):
+        for h in r.cfg.hosts:
+            r.ctl.networks.remove(r.cfg, r.rack, r.ctl.host(h.name))
+        return ""
+
+
+class Release(Step):
+    """Release the addresses, ``→ stopped``, remove the dump."""
+
+    name = "release"
+
+    def run(self, r):
+        ctl = r.ctl
+
+        def txn(cur):
+            row = states.lock(cur, r.rack)
+            addresses.release(cur, r.rack)
+            if row["state"] != states.STOPPED:
+                if row["state"] == states.FAILED:  # a failed stop being retried
+                    states.transition(cur, row, states.STOPPING, ctl.clock(), ctl.actor,
+                                      "retry stop")
+                states.transition(cur, row, states.STOPPED, ctl.clock(), ctl.actor,
+                                  "all nodes removed, addresses released")
+
+        ctl.db.transaction(txn)
+        path = designer.dump_path(r.cfg, r.rack)
+        if os.path.exists(path):
+            os.unlink(path)
+        return ""
+
+
+STOP: List[Step] = [Shutdown(), Undefine(), RemoveDisks(), Unregister(), RemoveIsolation(),
+                    RemoveNetwork(), Release()]
+
+
+##################
+# Shared pieces  #
+##################
+
+
+def vlan(ctl, rack: int, action: str, dry_run: bool = False, plan=None) -> List[str]:
+    """``vc_vlan.py add|del``: put the cluster's nodes on their isolated segment on every host
+    they use, or remove exactly that. ``del`` looks at every configured host the isolation
+    backend may have used (a crash may have left a piece anywhere). Idempotent.
+
+    The cluster's storage path needs nothing here: QEMU on the gateway's host is the iSCSI
+    initiator, over the hosts' own network, and the target's ACL admits only those hosts.
+    """
+    if plan is None:
+        plan = ctl.db.transaction(lambda cur: addresses.load(cur, rack))
+    if plan is None:
+        reservations.get(ctl.db, rack)
+        if action == "add":
+            raise VcError("rack %d has no addresses (not started)" % rack)
+        return []
+    if action == "add":
+        seg = ctl.segment(plan, sorted({n.host for n in plan.nodes}))
+        return ctl.isolation.add(seg, dry_run) if seg else []
+    hosts = [h.name for h in ctl.isolation.delete_hosts(ctl.cfg)]
+    seg = ctl.segment(plan, hosts) if hosts else None
+    return ctl.isolation.delete(seg, dry_run) if seg else []
+
+
+def remove_storage(ctl, rack) -> int:
+    """Delete the LUNs and backing storage of a reservation being deleted."""
+    vols = [v for v in volumes(ctl.db, rack) if v["iqn"]]
+    if not vols:
+        return 0
+    with ctl.target_pool() as pool:
+        for v in vols:
+            be = ctl.target_backend(pool, v)
+            be.remove_volume(v["iqn"], be.backing_for(iscsi.volume_name(
+                rack, v["mount_point"], ctl.cfg.virt.name_prefix)))
+            ctl.db.transaction(lambda cur, v=v: cur.execute(
+                "UPDATE vciscsi SET iqn = NULL, lun = NULL, state = 'removed' WHERE id = %s",
+                (v["id"],)))
+    return len(vols)

@@ -28,6 +28,7 @@ config: services
 	@VC_CONFIG=$(VAR)/vc.conf $(PY) sbin/vc_ctl.py db upgrade
 
 demo: config
+	@bash tools/public-net.sh start
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/web.sh start
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/demo.sh
 	@VC_CONFIG=$(VAR)/vc.conf bash tools/ticker.sh start
@@ -39,6 +40,7 @@ stop:
 	@bash tools/web.sh stop
 	@bash tools/ticker.sh stop
 	@bash tools/demo.sh --stop-clusters
+	@bash tools/public-net.sh stop
 	@bash tools/storage.sh stop
 	@bash tools/stack.sh db-stop
 	@bash tools/virt.sh stop
@@ -48,6 +50,7 @@ status:
 	@bash tools/ticker.sh status
 	@bash tools/stack.sh status
 	@bash tools/virt.sh status
+	@bash tools/public-net.sh status
 	@bash tools/storage.sh status
 
 # the benchmarks (figures in the README); each cleans up after itself

@@ -205,6 +205,8 @@ def main():
         data["database"] = {"unix_socket": sock, "user": env["VC_DB_USER"],
                             "password": env["VC_DB_PASSWORD"], "name": name}
         data["site"].update(state_dir=os.path.join(var, "state"), timezone="UTC")
+        # the floor this compares against is an unauthenticated CGI: measure the pages alike
+        data["web"] = {"auth": "single-user"}
         conf = os.path.join(var, "vc.conf")
         write_conf(conf, data)
         cfg = vconfig.load(conf)

@@ -27,10 +27,12 @@ HOST = {"uri": "test:///default", "memory_mb": "4096", "vcpus": "8"}
 
 STORE = {
     "file": dict(backing="/srv/vc/vt-rack3-data.img",
-                 probe=[["mkdir", "-p", "/srv/vc"], ["df", "-B1", "--output=avail", "/srv/vc"],
+                 probe=[["mkdir", "-p", "-m", "700", "/srv/vc"], ["chmod", "700", "/srv/vc"],
+                        ["df", "-B1", "--output=avail", "/srv/vc"],
                         ["find", "/srv/vc", "-maxdepth", "1", "-type", "f", "-printf",
-                         "%s %p\\n"]],
+                         "%s %m %p\\n"]],
                  grow=["truncate", "-s", ">%d" % (2 * GIB), "/srv/vc/vt-rack3-data.img"],
+                 private=[["chmod", "600", "/srv/vc/vt-rack3-data.img"]],
                  listing=("find",), remove=["rm", "-f", "--", "/srv/vc/vt-rack3-data.img"]),
     "lvm": dict(backing="/dev/vg0/vt-rack3-data",
                 probe=[["vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_free",
@@ -38,6 +40,7 @@ STORE = {
                        ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", " ",
                         "-o", "lv_name,lv_size", "vg0"]],
                 grow=["lvcreate", "-y", "-n", "vt-rack3-data", "-L", "%db" % (2 * GIB), "vg0"],
+                private=[],
                 listing=("lvs",), remove=["lvremove", "-y", "/dev/vg0/vt-rack3-data"]),
 }
 
@@ -68,7 +71,8 @@ def test_target_backend(backend, backing):
     assert be.ensure_volumes([spec], [KVM1]) == {IQN: True}
     if backend == "tgt":
         show = tgtadm("--mode", "target", "--op", "show")
-        changes = [st["grow"],
+        state = [show, tgtadm("--mode", "account", "--op", "show")]
+        changes = [st["grow"]] + st["private"] + [
                    tgtadm("--mode", "target", "--op", "new", "--tid", 1, "--targetname", IQN),
                    tgtadm("--mode", "logicalunit", "--op", "new", "--tid", 1, "--lun", 1,
                           "--backing-store", st["backing"]),
@@ -77,23 +81,25 @@ def test_target_backend(backend, backing):
     else:
         kind = "fileio" if backing == "file" else "block"
         show = ["targetcli", "ls", "/"]
+        state = [show]
         create = (["name=vt-rack3-data", "file_or_dev=" + st["backing"], "write_back=false"]
                   if backing == "file" else ["name=vt-rack3-data", "dev=" + st["backing"]])
         tpg = "/iscsi/%s/tpg1" % IQN
-        changes = [st["grow"], ["targetcli", "/backstores/" + kind, "create"] + create,
+        changes = [st["grow"]] + st["private"] + [
+                   ["targetcli", "/backstores/" + kind, "create"] + create,
                    ["targetcli", "/iscsi", "create", IQN],
                    ["targetcli", tpg + "/luns", "create", "/backstores/%s/vt-rack3-data" % kind],
                    ["targetcli", tpg + "/acls", "create", KVM1], ["targetcli", "saveconfig"]]
         assert not any(c[0] == "tgtadm" or "-C" in c for c in ex.calls)
-    assert ex.scripts == [st["probe"] + [show], changes]  # two execs: probe, batched change
+    assert ex.scripts == [st["probe"] + state, changes]  # two execs: probe, batched change
 
     ex.scripts.clear()
     assert be.show() == ({} if backend == "tgt" else {"backstores": {}, "targets": {}})
     assert ex.scripts == [[show]]
 
     # the volume's backing store exists now (the listing shows it): remove deletes it
-    size = "%d %s\n" % (2 * GIB, st["backing"]) if backing == "file" else "  vt-rack3-data %d\n" \
-        % (2 * GIB)
+    size = "%d 600 %s\n" % (2 * GIB, st["backing"]) if backing == "file" else \
+        "  vt-rack3-data %d\n" % (2 * GIB)
     ex.outputs[st["listing"]] = size
     ex.scripts.clear()
     assert be.remove_volume(spec.iqn, spec.backing) is True
@@ -104,6 +110,11 @@ def test_target_backend(backend, backing):
     disk = be.disk_spec(row, "vdb")
     assert disk == IscsiDiskSpec(IQN, "192.0.2.7", 3261, be.lun, target="vdb")
     assert "protocol='iscsi'" in disk.to_xml().replace('"', "'")
+    # with CHAP credentials: the user, and the libvirt secret named by the IQN
+    disk = be.disk_spec(dict(row, chap_user="vc-0123456789ab", chap_secret="fernet:x"), "vdb")
+    assert disk == IscsiDiskSpec(IQN, "192.0.2.7", 3261, be.lun, target="vdb",
+                                 auth_user="vc-0123456789ab", secret_usage=IQN)
+    assert "fernet" not in disk.to_xml()
 
 
 # -- isolation backends -----------------------------------------------------------------------

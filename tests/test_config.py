@@ -104,7 +104,8 @@ def test_sections_and_fields():
         cfg.hosts[0].vcpus = 1
     assert dataclasses.replace(cfg.web, port=1) == vconfig.Web("root", 1, "/vc")
     assert hash(cfg) == hash(make_cfg()) and cfg == make_cfg() and cfg != make_cfg(path="x")
-    assert repr(cfg.web) == "Web(user='root', port=8080, url_prefix='/vc')"
+    assert repr(cfg.web) == ("Web(user='root', port=8080, url_prefix='/vc', auth='pam', "
+                             "htpasswd=None)")
 
 
 def test_defaults_and_derived():

@@ -367,3 +367,148 @@ def test_vxlan_segment_over_hosts_one_dhcp_server(make, db):
     c.stop(rack)
     for h in ("h1", "h2"):
         assert ["ip", "link", "del", "dev", "vtvx%s" % vni] in calls[h], calls[h]
+
+
+ISOLATION = {
+    "none": {"network": {"isolation": "none"}},
+    "vxlan": {"network": {"isolation": "vxlan"}, "host:h1": {"underlay_ip": "192.0.2.1"},
+              "host:h2": {"underlay_ip": "192.0.2.2"}},
+    "8021q": {"network": {"isolation": "8021q", "trunk_nic": "eth1"}},
+    "ovs": {"network": {"isolation": "ovs", "ovs_bridge": "br-vc"}},
+}
+
+
+@pytest.mark.parametrize("registrar", ["builtin", "rocks"])
+@pytest.mark.parametrize("isolation", sorted(ISOLATION))
+@pytest.mark.parametrize("storage", ["tgt", "targetcli"])
+def test_start_and_stop_with_every_backend(make, db, storage, isolation, registrar):
+    """Every backend the configuration can name is built by the factories a start uses and runs
+    a whole start and stop (test driver; recording executors for the target and the hosts).
+    ``[storage] backend = targetcli`` once failed here with a TypeError (``control_port``)."""
+    from fakes import RecordingExecutor
+    from test_isolation import FakeHost
+
+    targets, hosts = [], {}
+
+    def host_exec(name):
+        if name not in hosts:
+            hosts[name] = FakeHost(name, links={"eth1": FakeHost._link("eth1", None, up=True)},
+                                   ovs_bridges={"br-vc"})
+        return hosts[name]
+
+    def target_exec(t):
+        targets.append(RecordingExecutor(t.name, is_target=True, outputs={
+            ("df",): "  Avail\n%d\n" % (100 * 1024 ** 3)}))
+        return targets[-1]
+
+    over = {"storage": {"backend": storage}, "register": {"registrar": registrar,
+                                                          "insert_ethers": "/x/insert-ethers"}}
+    for section, kv in ISOLATION[isolation].items():
+        over.setdefault(section, {}).update(kv)
+    if isolation != "none":
+        over["addresses"] = {"isolation_ids": "100-200"}
+    if storage == "targetcli":  # LIO ACLs name initiators by IQN
+        for h in ("host:h1", "host:h2"):
+            over.setdefault(h, {})["initiator"] = "iqn.2026-11.vc.test:%s" % h[5:]
+    cfg, _, rec = make(nhosts=2, **over)
+    c = vctl.Ctl(cfg, db, execute=rec, clock=lambda: NOW, actor="test", target_exec=target_exec,
+                 host_exec=host_exec)
+    db.transaction(lambda cur: cur.execute(
+        "INSERT INTO vciscsitarget (name, address, host_key_fingerprint, created_at) VALUES "
+        "('t1', '192.0.2.7', 'SHA256:x', '2026-01-01')"))
+    rack = reserve(cfg, db, computes=3, memory_mb="1024", volumes=["/data:t1:2"])
+    assert c.start(rack)["state"] == "running"
+    assert R.get(db, rack)["state"] == "running"
+    assert db.query("SELECT state FROM vciscsi WHERE rack=%s", (rack,))[0]["state"] == "ready"
+    cmds = [" ".join(a) for t in targets for a in t.calls]
+    assert any(("tgtadm" if storage == "tgt" else "targetcli") in x for x in cmds), cmds
+    if isolation == "vxlan":
+        # the cluster spans both hosts: each got its VXLAN port
+        assert all(any("vxlan" in " ".join(a) for a in h.calls) for h in hosts.values())
+    assert {n["host"] for n in db.query("SELECT host FROM vcnode WHERE rack=%s", (rack,))} == {
+        "h1", "h2"}
+    if registrar == "rocks":
+        assert any(a[0] == "/x/insert-ethers" for a in rec.calls)
+    assert c.stop(rack)["state"] == "stopped"
+    assert db.query("SELECT COUNT(*) AS n FROM vcnode WHERE rack=%s", (rack,))[0]["n"] == 0
+
+
+def test_readiness_booting_up_late(make, db):
+    """A node is booting until its guest answers (the probe), up after, late past
+    ready_timeout (with an event); the cluster is ready when every node is up."""
+    from datetime import timedelta
+
+    from vc import ready
+
+    clock = [NOW]
+    cfg, _, rec = make(virt={"ready_timeout": "60"})
+    answering = set()
+    c = vctl.Ctl(cfg, db, execute=rec, clock=lambda: clock[0], actor="test",
+                 probe=lambda ip: ip in answering)
+    rack = reserve(cfg, db)
+    c.start(rack)
+    assert set(ready.observe(c, rack).values()) == {"booting"}
+    assert R.get(db, rack)["ready"] is False
+    answering.update({"10.200.0.2", "10.200.0.3"})
+    with pytest.raises(VcError, match=r"not ready: booting: compute-%d-1" % rack):
+        c.wait_ready(rack, timeout=0.2)
+    clock[0] = NOW + timedelta(seconds=61)
+    got = ready.observe(c, rack)
+    assert got == {"gateway-%d-0" % rack: "up", "compute-%d-0" % rack: "up",
+                   "compute-%d-1" % rack: "late"}
+    assert ready.summary(got) == "late: compute-%d-1" % rack
+    assert any("ready: compute-%d-1 not up within 60s" % rack in e["reason"]
+               for e in R.get(db, rack)["events"])
+    answering.add("10.200.0.4")
+    assert set(c.wait_ready(rack, timeout=1).values()) == {"up"}
+    assert R.get(db, rack)["ready"] is True
+
+
+def test_seed_of_each_node(make, db):
+    """Every node's seed holds its name, addresses and root's keys (the owner's and the
+    cluster's); the gateway also the cluster's private key and its public NIC."""
+    from vc import keys, seed, sshkeys
+
+    cfg, c, _ = make()
+    _, owner_key = sshkeys.cluster_keypair("bob@laptop")
+    keys.add(db, "bob", owner_key)
+    rack = reserve(cfg, db, computes=1)
+    c.start(rack)
+    gw = seed.read_iso(designer.seed_path(cfg, "gateway-%d-0" % rack))
+    cp = seed.read_iso(designer.seed_path(cfg, "compute-%d-0" % rack))
+    assert "local-hostname: gateway-%d-0" % rack in gw["meta-data"]
+    assert owner_key in gw["user-data"] and owner_key in cp["user-data"]
+    assert "BEGIN OPENSSH PRIVATE KEY" in gw["user-data"]
+    assert "PRIVATE KEY" not in cp["user-data"]
+    assert "198.51.100.10/24" in gw["network-config"] and "eth1" not in cp["network-config"]
+    assert "10.200.0.3 compute-%d-0" % rack in gw["user-data"].replace(".vc.internal", "")
+    pub = open(os.path.join(designer.key_dir(cfg, rack), "id_ed25519.pub")).read().strip()
+    assert pub in cp["user-data"]
+    assert os.stat(designer.key_dir(cfg, rack)).st_mode & 0o777 == 0o700
+    # a resumed start keeps the cluster's key pair
+    c.start(rack)
+    assert open(os.path.join(designer.key_dir(cfg, rack), "id_ed25519.pub")).read().strip() == pub
+
+
+def test_stop_while_the_rack_is_busy_is_recorded(make, db, monkeypatch):
+    """A stop asked for while another process works on the rack is not lost: the reservation
+    ends now at once (the tick stops the cluster when it is due), and the stop is carried out
+    here as soon as the lock frees within ``wait``."""
+    import threading
+
+    cfg, c, _ = make()
+    rack = reserve(cfg, db)
+    c.start(rack)
+    hold = vctl.Ctl(cfg, db, clock=lambda: NOW, actor="other")
+    with hold.locked(rack):
+        with pytest.raises(vctl.RackBusy):
+            c.stop(rack)                                   # wait=0: refused, nothing recorded
+        assert R.get(db, rack)["end"] > NOW
+        out = c.stop(rack, "stop by root", wait=0.3)      # busy throughout: recorded
+        assert out["state"] == "stop recorded"
+        assert R.get(db, rack)["end"] == NOW and R.get(db, rack)["state"] == "running"
+    # the lock frees while a stop waits: it is carried out
+    lk = hold.locked(rack)
+    lk.__enter__()
+    threading.Timer(0.5, lambda: lk.__exit__(None, None, None)).start()
+    assert c.stop(rack, "stop by root", wait=10)["state"] == "stopped"

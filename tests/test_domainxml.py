@@ -6,6 +6,7 @@ output, so a regenerated file must still be reviewed in the diff.
 """
 
 import os
+import re
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -13,8 +14,9 @@ import pytest
 
 from conftest import assert_golden
 from vc import domainxml
-from vc.domainxml import (DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec,
-                          domain_fingerprint, domain_metadata, parse_dhcp_hosts)
+from vc.domainxml import (DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, IscsiDiskSpec,
+                          NetworkSpec, SecretSpec, domain_fingerprint, domain_metadata,
+                          parse_dhcp_hosts)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 # a fresh, empty host on every open (test:///default would keep state for the whole process)
@@ -137,6 +139,76 @@ def test_disk_variants():
     assert el.attrib == {"type": "file", "device": "cdrom"}
     assert el.find("driver").attrib == {"name": "qemu", "type": "raw"}
     assert el.find("readonly") is not None
+
+
+IQN = "iqn.2026-11.vc.frontend:rack3.data"
+CHAP_DISK = dict(auth_user="vc-0123456789ab", secret_usage=IQN)
+
+
+def test_iscsi_disk_with_chap_names_the_secret():
+    xml = IscsiDiskSpec(IQN, "192.0.2.7", 3261, 1, target="vdb", serial="vcvol0",
+                        **CHAP_DISK).to_xml()
+    assert xml == (
+        '<disk type="network" device="disk">\n'
+        '  <driver name="qemu" type="raw" cache="none" />\n'
+        '  <source protocol="iscsi" name="%s/1">\n'
+        '    <host name="192.0.2.7" port="3261" />\n'
+        '    <auth username="vc-0123456789ab">\n'
+        '      <secret type="iscsi" usage="%s" />\n'
+        '    </auth>\n'
+        '  </source>\n'
+        '  <target dev="vdb" bus="virtio" />\n'
+        '  <serial>vcvol0</serial>\n'
+        '</disk>\n' % (IQN, IQN))
+    # without CHAP: exactly as before (no auth element)
+    assert "auth" not in IscsiDiskSpec(IQN, "192.0.2.7").to_xml()
+    for half in ({"auth_user": "u"}, {"secret_usage": IQN}):
+        with pytest.raises(ValueError, match="both auth_user and secret_usage"):
+            IscsiDiskSpec(IQN, "192.0.2.7", **half)
+
+
+def test_secret_xml_and_round_trip():
+    spec = SecretSpec(IQN, "VC: CHAP secret", "6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d")
+    assert spec.to_xml() == (
+        '<secret ephemeral="no" private="yes">\n'
+        '  <uuid>6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d</uuid>\n'
+        '  <description>VC: CHAP secret</description>\n'
+        '  <usage type="iscsi">\n'
+        '    <target>%s</target>\n'
+        '  </usage>\n'
+        '</secret>\n' % IQN)
+    assert SecretSpec.from_xml(spec.to_xml()) == spec
+    # libvirt's own text of one (single quotes, uuid first)
+    assert SecretSpec.from_xml(
+        "<secret ephemeral='no' private='yes'>\n  <uuid>6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d"
+        "</uuid>\n  <usage type='iscsi'>\n    <target>%s</target>\n  </usage>\n</secret>"
+        % IQN) == SecretSpec(IQN, None, "6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d")
+    assert SecretSpec(IQN).to_xml() == ('<secret ephemeral="no" private="yes">\n  <usage '
+                                        'type="iscsi">\n    <target>%s</target>\n  </usage>\n'
+                                        '</secret>\n' % IQN)
+    with pytest.raises(ValueError, match="not an iSCSI secret"):
+        SecretSpec.from_xml("<secret><usage type='ceph'><name>x</name></usage></secret>")
+    with pytest.raises(ValueError):
+        SecretSpec(" ")
+
+
+def test_fingerprint_sees_the_disks_chap():
+    """A shut-off domain defined without CHAP is redefined with it (define compares these)."""
+    plain = gateway_spec(disks=[IscsiDiskSpec(IQN, "192.0.2.7")]).to_xml()
+    chap = gateway_spec(disks=[IscsiDiskSpec(IQN, "192.0.2.7", **CHAP_DISK)]).to_xml()
+    other = gateway_spec(disks=[IscsiDiskSpec(IQN, "192.0.2.7", auth_user="vc-x",
+                                              secret_usage=IQN)]).to_xml()
+    assert len({repr(domain_fingerprint(x)) for x in (plain, chap, other)}) == 3
+    # libvirt's text (single quotes, auth where VC put it) compares equal
+    assert domain_fingerprint(chap.replace('"', "'")) == domain_fingerprint(chap)
+    # <auth> directly in <disk> (libvirt's older place for it) means the same
+    moved = re.sub(r"\s*<auth .*?</auth>", "", chap, flags=re.S).replace(
+        "</source>", '</source><auth username="vc-0123456789ab"><secret type="iscsi" '
+        'usage="%s"/></auth>' % IQN)
+    root = ET.fromstring(moved)
+    assert root.find("./devices/disk/source/auth") is None
+    assert root.find("./devices/disk/auth") is not None
+    assert domain_fingerprint(moved) == domain_fingerprint(chap)
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -280,6 +352,19 @@ def test_libvirt_accepts_domain(conn, make):
     dom.destroy()
     dom.undefine()
     assert conn.listAllDomains(0) == []
+
+
+def test_libvirt_accepts_a_chap_disk_and_keeps_it(conn):
+    spec = gateway_spec(disks=[DiskSpec("/var/lib/vc/disks/vc-3-gw.qcow2"),
+                               IscsiDiskSpec(IQN, "192.0.2.7", 3261, 1, target="vdb",
+                                             **CHAP_DISK)])
+    dom = conn.defineXML(spec.to_xml())
+    back = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    auth = ET.fromstring(back).find("./devices/disk[@type='network']/source/auth")
+    assert auth.get("username") == "vc-0123456789ab"
+    assert auth.find("secret").attrib == {"type": "iscsi", "usage": IQN}
+    assert domain_fingerprint(back) == domain_fingerprint(spec.to_xml())
+    dom.undefine()
 
 
 def test_libvirt_accepts_odd_domain_name(conn):

@@ -112,3 +112,12 @@ def test_remove_own_refused_for_other_admin_may(db):
         keys.remove(db, a["id"], "alice", False)
     with pytest.raises(NotFound):
         keys.get(db, 999999)
+
+
+def test_kerberos_style_owner_may_add_a_key(db):
+    """What Apache hands over as REMOTE_USER (alice@EXAMPLE.ORG) owns keys too."""
+    from vc import sshkeys
+
+    _, line = sshkeys.cluster_keypair("alice@laptop")
+    row, changed = keys.add(db, "alice@EXAMPLE.ORG", line)
+    assert changed and keys.authorized_lines(db, "alice@EXAMPLE.ORG") == [row["public_key"]]

@@ -368,3 +368,137 @@ def test_allowed_actions_are_accepted(cfg, db, state, pending, end, owner, admin
             R.stop_now(cfg, db, rack, at, "bob")
         else:
             R.delete(cfg, db, rack, at, "bob")
+
+
+# ------------------------------------------------------------------------ audit: numbers
+BAD_NUMBERS = [
+    ({"computes": "١"}, "computes"),                   # Arabic-Indic one: int() says 1
+    ({"gateways": "١"}, "gateways"),
+    ({"memory_mb": "²"}, "gateway_memory_mb"),         # superscript two
+    ({"compute_vcpus": "２"}, "compute_vcpus"),         # fullwidth two
+    ({"computes": "1 0"}, "computes"),
+    ({"computes": "1_0"}, "computes"),
+    ({"computes": "+1"}, "computes"),
+    ({"computes": "9" * 5000}, "computes"),            # past Python's int-string limit
+    ({"compute_disk_gb": "-" + "9" * 5000}, "compute_disk_gb"),
+    ({"volumes": ["/data:t1:١"]}, "volume1"),
+    ({"volumes": ["/data:t1:" + "9" * 5000]}, "volume1"),
+    ({"volumes": [{"mount_point": "/data", "target": "t1", "size_gb": 2.5}]}, "volume1"),
+]
+
+
+@pytest.mark.parametrize("change,field", BAD_NUMBERS)
+def test_bad_numbers_refused_nothing_written(cfg, db, change, field):
+    add_target(db)
+    before = count_rows(db)
+    with pytest.raises(ValidationError) as ei:
+        R.create(cfg, db, fields(**change), NOW)
+    assert field in ei.value.errors, ei.value.errors
+    assert "\n" not in str(ei.value) and len(str(ei.value)) < 300, str(ei.value)
+    assert count_rows(db) == before
+
+
+# ------------------------------------------------------------------------ audit: dates
+def test_start_at_most_max_days_ahead(cfg, db):
+    assert cfg.limits.max_days_ahead == 365
+    ahead = NOW + timedelta(days=365)
+    rack = R.create(cfg, db, fields(start=ahead, end=ahead + 2 * H), NOW)
+    assert R.get(db, rack)["start"] == ahead
+    before = count_rows(db)
+    late = ahead + timedelta(minutes=1)
+    with pytest.raises(ValidationError) as ei:
+        R.create(cfg, db, fields(start=late, end=late + 2 * H), NOW)
+    assert "at most 365 days ahead" in ei.value.errors["start"], ei.value.errors
+    assert count_rows(db) == before
+
+
+def test_after_2038_is_refused(cfg, db):
+    """A start past 2038-01-19 03:14:07 UTC made UNIX_TIMESTAMP() NULL on the pages."""
+    before = count_rows(db)
+    with pytest.raises(ValidationError) as ei:
+        R.create(cfg, db, fields(start="2038-01-19T12:00", end="2038-01-19T14:00"), NOW)
+    assert "start" in ei.value.errors
+    assert count_rows(db) == before
+
+
+EXTREME = ["now-999999d", "now+999999d", "now+99999999d", "9999-12-31T23:59",
+           "0001-01-01T00:00", "9999-12-31T23:59:59-12:00", "0001-01-01T00:00+14:00"]
+
+
+@pytest.mark.parametrize("value", EXTREME)
+@pytest.mark.parametrize("key", ["start", "end"])
+def test_extreme_times_refused_cleanly(cfg, db, key, value):
+    before = count_rows(db)
+    with pytest.raises(ValidationError) as ei:
+        R.create(cfg, db, fields(**{key: value}), NOW)
+    assert ei.value.errors, ei.value
+    assert "\n" not in str(ei.value)
+    assert count_rows(db) == before
+
+
+@pytest.mark.parametrize("value", EXTREME)
+def test_extend_to_extreme_times_refused_cleanly(cfg, db, value):
+    rack = R.create(cfg, db, fields(), NOW)
+    stopped = R.create(cfg, db, fields(start="2026-12-02T10:00", end="2026-12-02T12:00"), NOW)
+    assert R.stop_now(cfg, db, stopped, NOW, "bob") == "stopped"
+    before = count_rows(db)
+    for r in (rack, stopped):   # change the end / reopen
+        with pytest.raises(ValidationError) as ei:
+            R.extend(cfg, db, r, value, NOW, "bob")
+        assert "end" in ei.value.errors and "\n" not in str(ei.value)
+    assert count_rows(db) == before
+
+
+# ------------------------------------------------------------------------ audit: mount points
+BAD_MOUNTS = [
+    (["/data:t1:1", "/data.:t1:1"], "volume2", "the same iSCSI name"),   # slug 'data' twice
+    (["/data:t1:1", "/data/.:t1:1"], "volume2", "given twice"),          # /data/. is /data
+    (["/data:t1:1", "/data/:t1:1"], "volume2", "given twice"),
+    (["/data:t1:1", "//data:t1:1"], "volume2", "given twice"),
+    (["/a/b:t1:1", "/a//b/./:t1:1"], "volume2", "given twice"),
+    (["/data:t1:1", "/data/../data:t1:1"], "volume2", "'..'"),
+    (["/a/../etc:t1:1"], "volume1", "'..'"),
+    (["/..:t1:1"], "volume1", "'..'"),
+    (["/.:t1:1"], "volume1", "not /"),                                  # the root itself
+    (["/:t1:1"], "volume1", "not /"),
+    (["//:t1:1"], "volume1", "not /"),
+    (["/./.:t1:1"], "volume1", "not /"),
+    (["/data:t1:1", "/.data:t1:1"], "volume2", "the same iSCSI name"),
+    (["/a/b:t1:1", "/a/b.:t1:1"], "volume2", "the same iSCSI name"),
+    (["/data:t1:1", "/DATA:t1:1"], "volume2", "only in case"),            # MySQL 1062 before
+    (["/Data/X:t1:1", "/data/x:t1:1"], "volume2", "only in case"),
+    (["/da ta:t1:1"], "volume1", "absolute path"),
+    (["/dätä:t1:1"], "volume1", "absolute path"),
+    (["/da\nta:t1:1"], "volume1", "absolute path"),
+    (["data:t1:1"], "volume1", "absolute path"),
+    (["/" + "a" * 250 + ":t1:1"], "volume1", "at most"),
+]
+
+
+@pytest.mark.parametrize("specs,field,needle", BAD_MOUNTS)
+def test_bad_mount_points_refused_at_reserve_time(cfg, db, specs, field, needle):
+    add_target(db)
+    before = count_rows(db)
+    with pytest.raises(ValidationError) as ei:
+        R.create(cfg, db, fields(volumes=specs), NOW)
+    assert field in ei.value.errors, ei.value.errors
+    assert needle in ei.value.errors[field], ei.value.errors
+    assert "\n" not in str(ei.value)
+    assert count_rows(db) == before
+
+
+def test_mount_points_are_stored_normalised(cfg, db):
+    add_target(db)
+    rack = R.create(cfg, db, fields(volumes=["/data/.:t1:1", "//scratch//x/:t1:2"]), NOW)
+    assert sorted(v["mount_point"] for v in R.get(db, rack)["volumes"]) == ["/data", "/scratch/x"]
+
+
+def test_mount_points_that_only_look_alike_are_fine(cfg, db):
+    from vc import iscsi
+
+    add_target(db)
+    specs = ["/data:t1:1", "/data2:t1:1"]
+    rack = R.create(cfg, db, fields(volumes=specs), NOW)
+    got = [v["mount_point"] for v in R.get(db, rack)["volumes"]]
+    assert got == ["/data", "/data2"]
+    assert len({iscsi.iqn_for(cfg.storage.iqn_prefix, rack, m) for m in got}) == 2

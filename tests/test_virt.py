@@ -7,7 +7,7 @@ import os
 import libvirt
 import pytest
 
-from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec
+from vc.domainxml import DhcpHost, DiskSpec, DomainSpec, InterfaceSpec, NetworkSpec, SecretSpec
 from vc.errors import NotFound, VcError
 from vc.virt import Host, HypervisorError, NotFoundOnHost
 
@@ -536,3 +536,145 @@ def test_dhcp_update_flags(active, persistent, flags):
          -1, new.to_xml(), flags),
         (libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
          -1, net_spec().hosts[0].to_xml(), flags)]
+
+
+# -- secrets (CHAP for iSCSI disks) -----------------------------------------------------------
+
+USAGE = "iqn.2026-11.vc.frontend:rack7.data"
+
+
+class FakeSecret:
+    def __init__(self, conn, uuid, xml):
+        self.conn, self.uuid, self.xml, self.value = conn, uuid, xml, None
+
+    def UUIDString(self):
+        return self.uuid
+
+    def usageType(self):
+        return libvirt.VIR_SECRET_USAGE_TYPE_ISCSI
+
+    def usageID(self):
+        return SecretSpec.from_xml(self.xml).usage
+
+    def XMLDesc(self, flags=0):
+        return self.xml
+
+    def setValue(self, value, flags=0):
+        assert isinstance(value, bytes)
+        self.conn.calls.append("setValue")
+        self.value = value
+
+    def undefine(self):
+        self.conn.calls.append("undefine")
+        del self.conn.secrets[self.uuid]
+
+
+class FakeSecretConn(FakeConn):
+    """virConnect's secrets as libvirtd keeps them: unique usage, a redefinition (same UUID)
+    keeps the value, a private value is never handed back."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets, self.calls = {}, []
+
+    def secretDefineXML(self, xml, flags=0):
+        spec = SecretSpec.from_xml(xml)
+        assert 'private="yes"' in xml and 'ephemeral="no"' in xml
+        same = [s for s in self.secrets.values() if s.usageID() == spec.usage]
+        if same and same[0].uuid != spec.uuid:
+            raise make_libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR,
+                                     "a secret with UUID %s already defined for use with %s"
+                                     % (same[0].uuid, spec.usage))
+        self.calls.append("define")
+        if same:
+            same[0].xml = xml
+            return same[0]
+        uuid = "00000000-0000-4000-8000-%012d" % (len(self.calls))
+        self.secrets[uuid] = FakeSecret(self, uuid, SecretSpec(
+            spec.usage, spec.description, uuid).to_xml())
+        return self.secrets[uuid]
+
+    def secretLookupByUsage(self, kind, usage):
+        assert kind == libvirt.VIR_SECRET_USAGE_TYPE_ISCSI
+        for s in self.secrets.values():
+            if s.usageID() == usage:
+                return s
+        raise make_libvirt_error(libvirt.VIR_ERR_NO_SECRET, "Secret not found")
+
+    def listAllSecrets(self, flags=0):
+        return list(self.secrets.values())
+
+
+def test_secret_is_defined_once_and_its_value_set():
+    conn = FakeSecretConn()
+    h = fake_host(conn)
+    assert h.list_secrets() == []
+    assert h.ensure_secret(USAGE, "S3cretS3cretS3cr") is True
+    (sec,) = conn.secrets.values()
+    assert sec.value == b"S3cretS3cretS3cr"
+    assert "S3cretS3cretS3cr" not in sec.XMLDesc()
+    assert conn.calls == ["define", "setValue", "define"]
+    # the same value again: nothing written (the description tells, the value is private)
+    conn.calls.clear()
+    assert h.ensure_secret(USAGE, "S3cretS3cretS3cr") is False
+    assert conn.calls == []
+    # another value: set on the same secret (same UUID)
+    assert h.ensure_secret(USAGE, "An0therSecret016") is True
+    assert list(conn.secrets.values()) == [sec] and sec.value == b"An0therSecret016"
+    assert h.ensure_secret(USAGE, "An0therSecret016") is False
+    assert h.list_secrets() == [USAGE] and h.list_secrets("iqn.2026-11.vc.frontend:rack7.") == [
+        USAGE] and h.list_secrets("iqn.2026-11.vc.frontend:rack8.") == []
+    assert h.remove_secret(USAGE) is True
+    assert h.remove_secret(USAGE) is False and conn.secrets == {}
+
+
+def test_a_secret_whose_value_was_not_set_is_set_again():
+    """A failure between define and setValue leaves a description that matches nothing."""
+    conn = FakeSecretConn()
+    h = fake_host(conn)
+    real_set = FakeSecret.setValue
+
+    def boom(self, value, flags=0):
+        raise make_libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "setValue failed")
+
+    FakeSecret.setValue = boom
+    try:
+        with pytest.raises(HypervisorError, match="define secret %s" % USAGE):
+            h.ensure_secret(USAGE, "S3cretS3cretS3cr")
+    finally:
+        FakeSecret.setValue = real_set
+    assert len(conn.secrets) == 1
+    assert h.ensure_secret(USAGE, "S3cretS3cretS3cr") is True
+    assert list(conn.secrets.values())[0].value == b"S3cretS3cretS3cr"
+
+
+def test_the_secret_value_is_never_logged(caplog):
+    caplog.set_level(logging.DEBUG, logger="vc.virt")
+    h = fake_host(FakeSecretConn())
+    h.ensure_secret(USAGE, "S3cretS3cretS3cr")
+    h.ensure_secret(USAGE, "S3cretS3cretS3cr")
+    h.remove_secret(USAGE)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert USAGE in text and "S3cretS3cretS3cr" not in text
+    with pytest.raises(ValueError):
+        h.ensure_secret(USAGE, "")
+
+
+def test_secrets_on_the_test_driver_live_in_the_host(host):
+    """libvirt's test driver has no secret driver (VIR_ERR_NO_SUPPORT): a test: host keeps them
+    itself, with the same answers, so a start on the test driver runs the same steps."""
+    with pytest.raises(libvirt.libvirtError):
+        host.conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, USAGE)
+    assert host.ensure_secret(USAGE, "S3cretS3cretS3cr") is True
+    assert host.ensure_secret(USAGE, "S3cretS3cretS3cr") is False
+    assert host.list_secrets("iqn.2026-11.") == [USAGE]
+    assert host.remove_secret(USAGE) is True and host.remove_secret(USAGE) is False
+    assert host.list_secrets() == []
+
+
+def test_a_lookup_failure_is_a_hypervisor_error():
+    conn = FakeSecretConn()
+    conn.secretLookupByUsage = lambda kind, usage: (_ for _ in ()).throw(
+        make_libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "secret driver down"))
+    with pytest.raises(HypervisorError, match="host fake: cannot look up secret .*driver down"):
+        fake_host(conn).ensure_secret(USAGE, "x")

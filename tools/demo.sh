@@ -31,6 +31,10 @@ if ! "$CTL" target list --json | grep -q '"name": "demo"'; then
     --iscsi-port "$VC_STORAGE_ISCSI_PORT" >/dev/null
 fi
 "$CTL" target trust demo --fingerprint "$VC_STORAGE_FINGERPRINT" >/dev/null
+# the pages' users: alice and bob ordinary, carol an admin ([site] admins of the demo config);
+# with [web] auth = pam real local accounts of this machine; passwords made once into
+# $VAR/web-users/NAME.password (mode 600), printed below
+WEB_USERS=$(VC_CONFIG=${VC_CONFIG:-$VAR/vc.conf} bash "$ROOT/tools/web.sh" users)
 live=$("$CTL" list --json | /usr/bin/python3 -c '
 import json, sys
 rows = [r for r in json.load(sys.stdin) if r["state"] not in ("stopped",)]
@@ -59,3 +63,13 @@ Try (vc_ctl.py finds var/vc.conf itself in this checkout; or export VC_CONFIG=$V
   ./sbin/vc_ctl.py list | show RACK | extend RACK --end now+3h | delete RACK
 Stop everything it started: make stop   (stops the clusters the normal way, then the services)
 MSG
+if [ -n "$WEB_USERS" ]; then
+  echo
+  echo "Sign in to the web pages as (the browser asks; passwords kept in $VAR/web-users/):"
+  while read -r name role password file; do
+    printf '  %-8s %-6s password %s   (%s)\n' "$name" "$role" "$password" "$file"
+  done <<<"$WEB_USERS"
+else
+  echo
+  echo "The web pages run in single-user mode ([web] auth = single-user): nobody signs in."
+fi

@@ -22,7 +22,7 @@ SOCK=$DB/mysqld.sock
 APT_PKGS="mariadb-server-core mariadb-client python3-venv python3-dev gcc pkg-config libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           dnsmasq-base iptables busybox-static tzdata
-          apache2 libapache2-mod-wsgi-py3 chromium"
+          apache2 libapache2-mod-wsgi-py3 libapache2-mod-authnz-external pwauth chromium"
 
 install_packages() { apt_ensure $APT_PKGS; }
 

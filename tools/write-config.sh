@@ -57,7 +57,8 @@ vcpus = 1
 
 [site]
 timezone = UTC
-admins = root
+# carol is the demo's admin (tools/web.sh users: alice and bob are ordinary users)
+admins = root carol
 state_dir = $VAR/state
 log_file = $VAR/log/vc.log
 
@@ -73,6 +74,11 @@ shutdown_timeout = 20
 
 [register]
 registrar = builtin
+
+[web]
+# Apache authenticates the frontend's own accounts (pwauth); the demo's are made by
+# tools/web.sh users (make demo prints them)
+auth = pam
 
 # the demo's iSCSI target host is this machine (tools/storage.sh: sshd on
 # 127.0.0.1:$VC_STORAGE_SSH_PORT, tgtd portal 127.0.0.1:$VC_STORAGE_ISCSI_PORT)

@@ -46,16 +46,22 @@ APPLIANCES = ("gateway", "compute")
 # ---------------------------------------------------------------------------------- parsers
 # A parser turns the raw text of a key into its value, or raises ValueError with a short reason.
 
-def _int(lo, hi=None):
+def _int(lo, hi):
+    """An integer in ``[lo, hi]`` (:func:`vc.numbers.parse_int`: ASCII digits only, bounded
+    length). Every integer key has an upper bound: the values feed datetime arithmetic
+    (``max_hours``, the tick's back-off) and INT UNSIGNED columns."""
     def parse(s):
-        try:
-            v = int(s.strip())
-        except ValueError:
-            raise ValueError("must be an integer, got %r" % s) from None
-        if v < lo or (hi is not None and v > hi):
-            raise ValueError("must be between %d and %s, got %d" % (lo, hi if hi else "…", v))
-        return v
+        # imported when a key is parsed: importing vc.config loads vc.errors only
+        from vc.numbers import NumberError, parse_int
 
+        try:
+            return parse_int(s, "value", lo, hi)
+        except NumberError as e:
+            if e.kind == "syntax":
+                raise ValueError("must be an integer, got %r" % s.strip()[:40]) from None
+            raise ValueError("must be between %d and %d, got %s" % (lo, hi, e.shown)) from None
+
+    parse.bounds = (lo, hi)
     return parse
 
 
@@ -132,12 +138,17 @@ def _pool(s):
 
 
 def _id_range(s):
-    m = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*$", s)
+    from vc.numbers import NumberError, parse_int
+
+    m = re.match(r"^\s*([0-9]+)\s*-\s*([0-9]+)\s*$", s)
     if not m:
-        raise ValueError("must be a range like 100-4094, got %r" % s)
-    a, b = int(m.group(1)), int(m.group(2))
-    if not (1 <= a <= b <= 16777215):
-        raise ValueError("must satisfy 1 <= first <= last <= 16777215, got %r" % s)
+        raise ValueError("must be a range like 100-4094, got %r" % s[:40])
+    try:
+        a, b = (parse_int(x, "id", 1, 16777215) for x in m.groups())
+    except NumberError:
+        a = b = None
+    if a is None or not a <= b:
+        raise ValueError("must satisfy 1 <= first <= last <= 16777215, got %r" % s[:40])
     return a, b
 
 
@@ -396,14 +407,14 @@ class Addresses(_Record):
 class Limits(_Record):
     """``[limits]``: what one reservation may ask for."""
 
-    max_hours: int = key(_int(1), 168, "longest reservation, hours")
-    max_nodes: int = key(_int(1), 64, "gateways + computes per reservation")
-    max_gateways: int = key(_int(1), 4, "gateways per reservation")
-    max_memory_mb: int = key(_int(64), 16384, "memory per node, MB")
-    max_disk_gb: int = key(_int(1), 500, "disk per node, GB")
-    max_vcpus: int = key(_int(1), 16, "vCPUs per node")
-    max_volumes: int = key(_int(0), 8, "iSCSI volumes per reservation")
-    max_volume_gb: int = key(_int(1), 1000, "size of one iSCSI volume, GB")
+    max_hours: int = key(_int(1, 87600), 168, "longest reservation, hours")
+    max_nodes: int = key(_int(1, 65536), 64, "gateways + computes per reservation")
+    max_gateways: int = key(_int(1, 1024), 4, "gateways per reservation")
+    max_memory_mb: int = key(_int(64, 16777216), 16384, "memory per node, MB")
+    max_disk_gb: int = key(_int(1, 1048576), 500, "disk per node, GB")
+    max_vcpus: int = key(_int(1, 4096), 16, "vCPUs per node")
+    max_volumes: int = key(_int(0, 256), 8, "iSCSI volumes per reservation")
+    max_volume_gb: int = key(_int(1, 1048576), 1000, "size of one iSCSI volume, GB")
     max_days_ahead: int = key(_int(1, 3650), 365, "how far ahead a start may be, days")
 
 
@@ -411,9 +422,9 @@ class Limits(_Record):
 class Defaults(_Record):
     """``[defaults]``: per node, when a reservation does not say."""
 
-    memory_mb: int = key(_int(64), 512, "memory per node, MB")
-    disk_gb: int = key(_int(1), 10, "disk per node, GB")
-    vcpus: int = key(_int(1), 1, "vCPUs per node")
+    memory_mb: int = key(_int(64, 16777216), 512, "memory per node, MB")
+    disk_gb: int = key(_int(1, 1048576), 10, "disk per node, GB")
+    vcpus: int = key(_int(1, 4096), 1, "vCPUs per node")
 
 
 @_frozen_dataclass
@@ -523,16 +534,22 @@ class Network(_Record):
 class Web(_Record):
     """``[web]``: the web pages (also read on its own by ``python -m vc.web.settings``)."""
 
-    user: str = key(_user, "root", "who acts when Apache does not authenticate (single-user mode)")
+    user: str = key(_user, "root", "who acts in single-user mode (auth = single-user) when "
+                    "Apache authenticates nobody")
     port: int = key(_int(1, 65535), 8080, "the demo Apache's port on 127.0.0.1 (tools/web.sh)")
     url_prefix: str = key(_url_prefix, "/vc", "where the pages live on the web server")
+    auth: str = key(_choice("pam", "htpasswd", "single-user"), "pam",
+                    "who is the user: pam or htpasswd = Apache authenticates (REMOTE_USER, "
+                    "required); single-user = everyone acts as [web] user")
+    htpasswd: str | None = key(_path, None, "the password file of auth = htpasswd; empty = "
+                               "<state_dir>/web/htpasswd")
 
 
 @_frozen_dataclass
 class Cron(_Record):
     """``[cron]``: the tick."""
 
-    max_start_retries: int = key(_int(0, 100), 5, "a failed start is retried at most this often")
+    max_start_retries: int = key(_int(0, 20), 5, "a failed start is retried at most this often")
     ha_max_restarts: int = key(_int(0, 1000), 3,
                                "restarts of a stopped node of a running cluster per hour")
 
@@ -543,8 +560,8 @@ class Host(_Record):
 
     name: str
     uri: str = key(_uri, REQUIRED, "libvirt URI, e.g. qemu:///system or qemu+ssh://root@h/system")
-    memory_mb: int = key(_int(64), REQUIRED, "memory VC may hand out on it, MB")
-    vcpus: int = key(_int(1), REQUIRED, "vCPUs VC may hand out on it (may overcommit)")
+    memory_mb: int = key(_int(64, 1073741824), REQUIRED, "memory VC may hand out on it, MB")
+    vcpus: int = key(_int(1, 65536), REQUIRED, "vCPUs VC may hand out on it (may overcommit)")
     underlay_ip: str | None = key(_ipaddr, None, "its address between the hosts (VXLAN)")
     trunk_nic: str | None = key(_optstr, None, "its trunk NIC (isolation = 8021q)")
     initiator: str | None = key(_initiator, None, "how iSCSI targets see it (IP, CIDR or IQN); "

@@ -7,9 +7,8 @@ per rack (a lock), one transaction per state move and per step event, the crash 
 with the error on the reservation). Each step is idempotent, so a run that dies anywhere — an
 exception, a SIGKILL, a host reboot — is finished by running the same command again.
 
-The orchestrator also owns the services the steps share: one libvirt connection per host, the
-command executors, and the backends, each made by its family's factory from the configuration.
-What a node *is* lives in :mod:`vc.designer`; HA in :mod:`vc.ha`.
+The services the steps share (hosts, executors, backends) are in :mod:`vc.services`; what a
+node *is* lives in :mod:`vc.designer`; HA in :mod:`vc.ha`; readiness in :mod:`vc.ready`.
 """
 
 import contextlib
@@ -17,13 +16,12 @@ import fcntl
 import logging
 import os
 import signal
-import threading
-from typing import Callable, Dict, List, Optional
+import time
+from typing import Dict, List, Optional
 
-from vc import addresses, designer, isolation, network, register, remote, reservations, states, \
-    steps, timeutil
+from vc import addresses, designer, reservations, states, steps
 from vc.errors import VcError
-from vc.ha import Healer
+from vc.services import Services
 from vc.steps import ClusterError  # noqa: F401 - re-exported: callers catch vc.ctl.ClusterError
 
 LOG = logging.getLogger(__name__)
@@ -32,108 +30,31 @@ START_STEPS = tuple(s.name for s in steps.START)
 STOP_STEPS = tuple(s.name for s in steps.STOP)
 
 
-def _open_libvirt_host(name, uri):
-    from vc import virt
-
-    return virt.Host(uri, name=name)
+class RackBusy(VcError):
+    """Another process holds the rack's lock."""
 
 
-class Ctl:
-    """Orchestrates one cluster at a time.
-
-    :param cfg: the configuration.
-    :param db: a :class:`vc.db.Database`.
-    :param open_host: ``open_host(name, uri) -> vc.virt.Host`` (tests pass test-driver hosts).
-    :param execute: ``execute(argv) -> str`` for local commands (qemu-img; insert-ethers).
-    :param clock: returns the current aware UTC time.
-    :param progress: ``progress(message)``, called once per node and step.
-    :param actor: who is acting, for the event log.
-    :param registrar: a registrar to use instead of the configured one (tests).
-    :param target_exec: ``target_exec(remote.Target) -> executor`` instead of SSH (tests).
-    :param host_exec: ``host_exec(host name) -> executor`` for host commands (tests).
-    :param probe: ``probe(ip) -> bool``: does the guest answer (default: its SSH banner)?
-    """
-
-    def __init__(self, cfg, db, open_host=None, execute=None, clock=timeutil.utcnow,
-                 progress: Optional[Callable[[str], None]] = None, actor="vc_ctl", networks=None,
-                 registrar=None, target_exec=None, host_exec=None, probe=None):
-        self.cfg, self.db, self.clock, self.actor = cfg, db, clock, actor
-        # libvirt is imported only when a host is first used (an idle tick never needs it)
-        self.open_host = open_host or _open_libvirt_host
-        self.execute = execute or remote.run_local
-        self.progress = progress or (lambda msg: LOG.info("%s", msg))
-        self.networks = networks or network.LibvirtNetworks()
-        self.isolation = isolation.make_isolation(cfg)
-        self.ha = Healer(self)
-        self._registrar, self._target_exec, self._host_exec = registrar, target_exec, host_exec
-        self.probe = probe
-        self._hosts: Dict[str, object] = {}
-        self._hosts_lock = threading.Lock()
-        # test hook: die (SIGKILL) right after this step, to prove crash recovery
-        self.crash_after = os.environ.get("VC_CRASH_AFTER")
-
-    # ---------------------------------------------------------------- services
-    def host(self, name):
-        """The libvirt host ``name`` (one shared connection per host)."""
-        with self._hosts_lock:
-            if name not in self._hosts:
-                uri = next((h.uri for h in self.cfg.hosts if h.name == name), None)
-                if uri is None:
-                    raise ClusterError("node placed on host %r, which is not configured" % name)
-                self._hosts[name] = self.open_host(name, uri)
-            return self._hosts[name]
-
-    def host_exec(self, name):
-        """How to run a command on a physical host."""
-        if self._host_exec:
-            return self._host_exec(name)
-        return remote.executor_for_uri(next(h.uri for h in self.cfg.hosts if h.name == name))
-
-    def registrar(self, plan=None):
-        if self._registrar is not None:
-            return self._registrar
-        return register.make_registrar(self.cfg, db=self.db, execute=self.execute,
-                                       dhcp=network.DhcpRouter(
-                                           self.host, plan, self.segment(plan, sorted(
-                                               {n.host for n in plan.nodes})) is not None,
-                                           self.cfg.hosts[0].name) if plan else None)
-
-    def segment(self, plan, host_names):
-        """The cluster's L2 segment over ``host_names`` (None: nothing to join)."""
-        return self.isolation.segment(self.cfg, plan, host_names, self.host_exec)
-
-    @contextlib.contextmanager
-    def target_pool(self):
-        """One SSH connection per iSCSI target for the duration of the block."""
-        if self._target_exec:
-            yield None
-            return
-        key, _ = remote.frontend_key(self.cfg.site.state_dir)
-        with remote.SSHPool(key, connect_timeout=self.cfg.storage.connect_timeout,
-                            command_timeout=self.cfg.storage.command_timeout) as pool:
-            yield pool
-
-    def target_backend(self, pool, v):
-        """The configured iSCSI backend on the target of volume row ``v``."""
-        from vc import iscsi
-
-        t = remote.Target(v["target"], v["address"], v["port"], v["ssh_user"], v["iscsi_port"],
-                          v["host_key_fingerprint"])
-        return iscsi.make_target_backend(self.cfg, self._target_exec(t) if self._target_exec
-                                         else pool.get(t))
+class Ctl(Services):
+    """Orchestrates one cluster at a time (the services it runs on: :class:`Services`)."""
 
     # ---------------------------------------------------------------- the runner
     @contextlib.contextmanager
-    def locked(self, rack):
-        """An exclusive per-rack lock file: one process works on a cluster at a time."""
+    def locked(self, rack, wait: float = 0.0):
+        """An exclusive per-rack lock file: one process works on a cluster at a time; waits up
+        to ``wait`` seconds for another one to finish."""
         d = os.path.join(self.cfg.site.state_dir, "locks")
         os.makedirs(d, exist_ok=True)
+        deadline = time.monotonic() + wait
         with open(os.path.join(d, "rack-%d.lock" % rack), "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise VcError("rack %d is being started or stopped by another process"
-                              % rack) from None
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RackBusy("rack %d is being started or stopped by another process"
+                                       % rack) from None
+                    time.sleep(0.2)
             yield
 
     def event(self, rack, reason) -> None:
@@ -194,22 +115,44 @@ class Ctl:
             return {"rack": rack, "state": "running", "changed": True,
                     "nodes": [vars(n) for n in r.plan.nodes]}
 
-    def stop(self, rack: int, reason: str = "stop") -> dict:
+    def stop(self, rack: int, reason: str = "stop", wait: float = 0.0) -> dict:
         """End the reservation now and remove every trace of its cluster (or finish an
-        interrupted stop); a pending delete is carried out after."""
-        with self.locked(rack):
-            was, pending = steps.begin_stop(self, rack, reason)
-            if was != "cancelled":
-                r = steps.Run(self, rack)
-                r.plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
-                self.progress("rack %d: stopping %d nodes" % (
-                    rack, len(r.plan.nodes) if r.plan else 0))
-                self._run("stop", r, steps.STOP)
-                self.progress("rack %d: stopped" % rack)
-            if pending == "delete":
-                self._finish_delete(rack)
-                return {"rack": rack, "state": "deleted", "changed": True}
-            return {"rack": rack, "state": "stopped", "changed": True}
+        interrupted stop); a pending delete is carried out after.
+
+        :param wait: when another process works on the rack (a start under way), record the
+            stop (the reservation ends now, so the tick stops it next) and wait up to this many
+            seconds to carry it out here; 0: refuse at once.
+        """
+        try:
+            with self.locked(rack):
+                return self._stop(rack, reason)
+        except RackBusy:
+            if not wait:
+                raise
+        steps.end_now(self, rack, "%s (recorded while another process works on the rack)"
+                      % reason)
+        self.progress("rack %d is busy (a start under way): stop recorded; waiting up to %ds"
+                      % (rack, wait))
+        try:
+            with self.locked(rack, wait=wait):
+                return self._stop(rack, reason)
+        except RackBusy:
+            return {"rack": rack, "state": "stop recorded", "changed": True,
+                    "note": "the reservation ends now: the next tick stops the cluster"}
+
+    def _stop(self, rack, reason):
+        was, pending = steps.begin_stop(self, rack, reason)
+        if was != "cancelled":
+            r = steps.Run(self, rack)
+            r.plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
+            self.progress("rack %d: stopping %d nodes" % (
+                rack, len(r.plan.nodes) if r.plan else 0))
+            self._run("stop", r, steps.STOP)
+            self.progress("rack %d: stopped" % rack)
+        if pending == "delete":
+            self._finish_delete(rack)
+            return {"rack": rack, "state": "deleted", "changed": True}
+        return {"rack": rack, "state": "stopped", "changed": True}
 
     def delete(self, rack: int, confirm_volumes: bool = False) -> dict:
         """Delete a reservation whose cluster is not running, with its volumes' LUNs and

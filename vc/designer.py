@@ -11,7 +11,6 @@ import os
 import re
 from typing import List, Optional
 
-from vc import register
 from vc.domainxml import DiskSpec, DomainSpec, InterfaceSpec, IscsiDiskSpec
 
 GATEWAY = "gateway"
@@ -77,9 +76,13 @@ def volume_serial(i: int) -> str:
 
 
 def iscsi_disks(node, vols) -> List[IscsiDiskSpec]:
-    """The cluster's LUNs, on the appliance that mounts them (the gateway)."""
+    """The cluster's LUNs, on the appliance that mounts them (the gateway); a volume with CHAP
+    credentials logs in as its ``chap_user`` with the libvirt secret named by its IQN
+    (``vc.iscsi.secret_usage``; the secret itself is never in the XML)."""
     return [IscsiDiskSpec(v["iqn"], v["address"], v["iscsi_port"], v["lun"],
-                          target=volume_target(i), serial=volume_serial(i))
+                          target=volume_target(i), serial=volume_serial(i),
+                          auth_user=v.get("chap_user") or None,
+                          secret_usage=v["iqn"] if v.get("chap_user") else None)
             for i, v in enumerate(vols) if v["appliance"] == node.appliance]
 
 
@@ -155,23 +158,11 @@ def seed_input(cfg, plan, node, vols, authorized_keys, cluster_key, mtu=None):
         subnet=str(plan.subnet))
 
 
-def login(cfg, r) -> List[str]:
-    """How the owner of reservation ``r`` (:func:`vc.reservations.get`) logs in: through the
-    frontend (``[site] frontend``, else this machine's FQDN) to each gateway's public address,
-    then from the gateway to the other nodes by name."""
-    import socket
 
-    frontend = cfg.site.frontend or socket.getfqdn()
-    gws = [n for n in r.get("nodes", []) if n["appliance"] == GATEWAY and n["public_ip"]]
-    out = ["ssh -J %s@%s root@%s" % (r["owner"], frontend, n["public_ip"]) for n in gws]
-    cps = [n["name"] for n in r.get("nodes", []) if n["appliance"] != GATEWAY]
-    if gws and cps:
-        out.append("then on the gateway: ssh %s (any node by name)" % cps[0])
-    return out
-
-
-def entries(cfg, plan) -> List[register.NodeEntry]:
+def entries(cfg, plan) -> list:
     """The cluster's insert-ethers entries (rack = cluster number, rank = node number)."""
+    from vc import register
+
     return [register.NodeEntry(hostname=n.name, rack=plan.rack, rank=n.rank, cpus=n.vcpus,
                                appliance=cfg.membership(n.appliance), mac=n.mac, device="eth0",
                                module="virtio_net", ipaddr=n.ip, netmask=plan.netmask)

@@ -3,6 +3,11 @@
 Not libvirt (:mod:`vc.virt`): plain files on the host, made through an injected
 ``execute(argv) -> stdout`` (:func:`vc.remote.run_local` by default; any
 :class:`vc.remote.Executor` will do), so tests can record the exact command lines.
+
+A node's disk holds its cluster's data: the overlay is mode 600 and the directories of the
+disks and of the console logs are 700 (:func:`private_dir`), so no other account on the host
+reads them (QEMU runs as root here, ``[qemu.conf] user = "root"``; a host whose QEMU runs as
+another user needs that user to own or share these directories).
 """
 
 import json
@@ -27,21 +32,40 @@ def image_format(path: str, execute: Optional[Execute] = None) -> str:
                               % (path, out[:200])) from e
 
 
+def private_dir(path: str) -> bool:
+    """Make directory ``path`` (and its parents) exist with mode 700 (only root enters it).
+
+    :returns: True if it was made or its mode tightened.
+    """
+    changed = not os.path.isdir(path)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+        changed = True
+    return changed
+
+
 def create_cow_disk(path: str, base: str, size_gb: int, execute: Optional[Execute] = None) -> bool:
-    """Create a qcow2 overlay ``path`` over the image ``base``, ``size_gb`` GiB large.
+    """Create a qcow2 overlay ``path`` over the image ``base``, ``size_gb`` GiB large, mode 600
+    in a directory of mode 700 (:func:`private_dir`).
 
     :returns: False if ``path`` already exists (it is kept: it may hold a node's data).
     """
-    if os.path.exists(path):
-        LOG.debug("disk %s exists", path)
-        return False
-    execute = execute or run_local
     # qemu-img stores the backing path as given and resolves a relative one against the
     # overlay's directory, not ours; and -F is required since QEMU 6.1 (no format probing)
     path, base = os.path.abspath(path), os.path.abspath(base)
+    # before the file: qemu-img makes it 644 (umask), and nobody may open it in between
+    private_dir(os.path.dirname(path))
+    execute = execute or run_local
+    if os.path.exists(path):
+        LOG.debug("disk %s exists", path)
+        if os.stat(path).st_mode & 0o077:  # made before disks were private
+            execute(["chmod", "600", path])
+        return False
     fmt = image_format(base, execute)
     execute(["qemu-img", "create", "-f", "qcow2", "-F", fmt, "-b", base, path,
              "%dG" % int(size_gb)])
+    execute(["chmod", "600", path])
     LOG.info("created disk %s over %s (%s, %d GiB)", path, base, fmt, int(size_gb))
     return True
 

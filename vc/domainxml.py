@@ -127,7 +127,12 @@ class DiskSpec(_XmlObject):
 @dataclass
 class IscsiDiskSpec(_XmlObject):
     """An iSCSI LUN attached as a network disk (QEMU's own initiator, no host initiator needed):
-    how the gateway gets its reservation's volumes."""
+    how the gateway gets its reservation's volumes.
+
+    With ``auth_user`` QEMU logs in with CHAP as that user, the secret being the value of the
+    libvirt secret whose iSCSI usage is ``secret_usage`` (:class:`SecretSpec`, defined on the
+    host before the domain): the XML names the secret, never holds it.
+    """
 
     iqn: str
     host: str
@@ -136,6 +141,13 @@ class IscsiDiskSpec(_XmlObject):
     target: str = "vdb"
     bus: str = "virtio"
     serial: Optional[str] = None
+    auth_user: Optional[str] = None
+    secret_usage: Optional[str] = None
+
+    def __post_init__(self):
+        if (self.auth_user is None) != (self.secret_usage is None):
+            raise ValueError("iSCSI disk %s: give both auth_user and secret_usage, or neither"
+                             % self.iqn)
 
     def to_element(self) -> ET.Element:
         el = ET.Element("disk", {"type": "network", "device": "disk"})
@@ -143,10 +155,52 @@ class IscsiDiskSpec(_XmlObject):
         _sub(el, "driver", name="qemu", type="raw", cache="none")
         src = _sub(el, "source", protocol="iscsi", name="%s/%d" % (self.iqn, self.lun))
         _sub(src, "host", name=self.host, port=str(self.port))
+        if self.auth_user is not None:
+            auth = _sub(src, "auth", username=self.auth_user)
+            _sub(auth, "secret", type="iscsi", usage=self.secret_usage)
         _sub(el, "target", dev=self.target, bus=self.bus)
         if self.serial:
             _sub(el, "serial", self.serial)
         return el
+
+
+@dataclass
+class SecretSpec(_XmlObject):
+    """A libvirt secret of usage type ``iscsi`` (``<usage type='iscsi'><target>USAGE``): what
+    an :class:`IscsiDiskSpec` names with ``secret_usage``. Persistent (``ephemeral='no'``: it
+    survives a libvirtd restart, so a restarted domain can log in again) and private (libvirt
+    never hands its value back). The value itself is not XML: :meth:`vc.virt.Host.ensure_secret`
+    sets it with ``virSecretSetValue``. ``uuid`` is set to redefine an existing secret."""
+
+    usage: str
+    description: Optional[str] = None
+    uuid: Optional[str] = None
+
+    def __post_init__(self):
+        if not self.usage or not self.usage.strip():
+            raise ValueError("a secret needs a usage")
+        if self.uuid is not None:
+            self.uuid = str(uuidlib.UUID(str(self.uuid)))
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element("secret", {"ephemeral": "no", "private": "yes"})
+        if self.uuid:
+            _sub(el, "uuid", self.uuid)
+        if self.description:
+            _sub(el, "description", self.description)
+        _sub(_sub(el, "usage", type="iscsi"), "target", self.usage)
+        return el
+
+    @classmethod
+    def from_xml(cls, secret_xml: str) -> "SecretSpec":
+        """An iSCSI secret's XML (``virSecretGetXMLDesc``) read back. :raises ValueError: a
+        secret of another usage type."""
+        root = ET.fromstring(secret_xml)
+        usage = root.find("usage")
+        if usage is None or usage.get("type") != "iscsi":
+            raise ValueError("not an iSCSI secret")
+        return cls(_text(usage, "target") or "", _text(root, "description"),
+                   _text(root, "uuid"))
 
 
 @dataclass
@@ -381,11 +435,16 @@ def domain_fingerprint(domain_xml: str) -> dict:
     disks = []
     for d in root.iterfind("./devices/disk"):
         src = d.find("source")
+        # CHAP: libvirt accepts <auth> in <source> (where VC puts it) or in <disk>
+        auth = d.find("source/auth") if d.find("source/auth") is not None else d.find("auth")
         disks.append((d.get("type"), d.get("device"))
                      + _attrs(d.find("driver"), "name", "type")
                      + (tuple(sorted(src.attrib.items())) if src is not None else (),)
                      + _attrs(d.find("target"), "dev", "bus")
-                     + (d.find("readonly") is not None, _text(d, "serial")))
+                     + (d.find("readonly") is not None, _text(d, "serial"))
+                     + _attrs(auth, "username")
+                     + _attrs(auth.find("secret") if auth is not None else None, "type",
+                              "usage"))
     nics = []
     for n in root.iterfind("./devices/interface"):
         mac = n.find("mac")

@@ -8,8 +8,15 @@ around its existing backing store, growing but never shrinking), ``remove_volume
 and each contributes its libvirt disk (:meth:`TargetBackend.disk_spec`). Each verb costs two
 remote execs whatever the number of volumes: one that reads the state, one batched script that
 changes it. A verb that fails half way leaves what it made in place and the next call continues
-from there. Volumes live in sparse files (:class:`FileStore`) or logical volumes
-(:class:`LvmStore`).
+from there. Volumes live in sparse files (:class:`FileStore`, mode 600 in a directory of mode
+700) or logical volumes (:class:`LvmStore`).
+
+CHAP: a volume given :class:`Chap` credentials admits an initiator only with them, on top of
+its ACL (tgt: an incoming account bound to the target; LIO: ``set auth`` on each ACL and the
+TPG's ``authentication=1``). :func:`chap_credentials` gives each volume row its own random pair,
+stored in ``vciscsi`` with the secret sealed by the frontend's key (:func:`seal`), and
+:func:`libvirt_secrets` what the gateway's host needs (``vc.virt.Host.ensure_secret``, under
+:func:`secret_usage`).
 
 :func:`make_target_backend` is the one factory: it reads ``[storage]`` and names the concrete
 classes; nothing else does. Every error names the target (:class:`vc.remote.StorageError`).
@@ -17,17 +24,20 @@ classes; nothing else does. Every error names the target (:class:`vc.remote.Stor
 
 import abc
 import dataclasses
+import fcntl
 import hashlib
 import ipaddress
 import logging
 import os
 import re
-import shlex
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+import secrets
+import string
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from vc.domainxml import IscsiDiskSpec
-from vc.errors import ConfigError
+from vc.errors import ConfigError, VcError
 from vc.remote import Argv, CommandError, Executor, StorageError
+from vc.remote import shown as _shown
 
 LOG = logging.getLogger(__name__)
 
@@ -89,12 +99,24 @@ def iqn_for(iqn_prefix: str, rack: int, mount_point: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class Chap:
+    """One volume's CHAP credentials (the initiator's, one-way). ``fresh``: made in this run,
+    so a backend that cannot show which credentials a target holds (LIO) sets them again."""
+
+    user: str
+    secret: str = dataclasses.field(repr=False)
+    fresh: bool = dataclasses.field(default=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class VolumeSpec:
-    """One volume to ensure: target name, backing path (file or LV), size in GiB."""
+    """One volume to ensure: target name, backing path (file or LV), size in GiB, and the CHAP
+    credentials its target demands (None: the target's accounts are left as they are)."""
 
     iqn: str
     backing: str
     size_gb: int
+    chap: Optional[Chap] = None
 
     @property
     def size_bytes(self) -> int:
@@ -105,7 +127,9 @@ class FileStore:
     """Volumes backed by sparse files in one directory on the target host.
 
     Space is checked before anything is made: the ``df`` free space must cover every new byte
-    the batch asks for (files are sparse, so this is a check, not a reservation).
+    the batch asks for (files are sparse, so this is a check, not a reservation). The files
+    hold the clusters' data: mode 600 (tgtd/LIO run as root), their directory 700, so that no
+    other account on the target host reads them; a looser file is tightened when it is ensured.
     """
 
     kind = "file"
@@ -120,23 +144,33 @@ class FileStore:
 
     def probe_cmds(self) -> List[Argv]:
         d = self.backing_dir
-        return [["mkdir", "-p", d], ["df", "-B1", "--output=avail", d],
-                ["find", d, "-maxdepth", "1", "-type", "f", "-printf", "%s %p\\n"]]
+        return [["mkdir", "-p", "-m", "700", d], ["chmod", "700", d],
+                ["df", "-B1", "--output=avail", d],
+                ["find", d, "-maxdepth", "1", "-type", "f", "-printf", "%s %m %p\\n"]]
 
     @staticmethod
-    def parse_probe(outs: List[str]) -> Tuple[int, Dict[str, int]]:
-        """-> (free bytes, {path: size in bytes})"""
-        free = int(outs[1].split()[-1])
-        sizes = {}
-        for line in outs[2].splitlines():
+    def parse_probe(outs: List[str]) -> Tuple[int, Dict[str, int], Set[str]]:
+        """-> (free bytes, {path: size in bytes}, {path readable by others than root})"""
+        free = int(outs[-2].split()[-1])
+        sizes, loose = {}, set()
+        for line in outs[-1].splitlines():
             if line.strip():
-                size, _, path = line.partition(" ")
+                size, _, rest = line.partition(" ")
+                mode, _, path = rest.partition(" ")
                 sizes[path] = int(size)
-        return free, sizes
+                if int(mode, 8) & 0o077:
+                    loose.add(path)
+        return free, sizes, loose
 
     def grow_cmds(self, path: str, size: int, exists: bool) -> List[Argv]:
-        # '>' = "at least": creates a missing file, grows a smaller one, never truncates data
-        return [["truncate", "-s", ">%d" % size, path]]
+        # '>' = "at least": creates a missing file, grows a smaller one, never truncates data.
+        # truncate creates it 644 (umask): 600 at once, in a directory nobody else can enter
+        return [["truncate", "-s", ">%d" % size, path]] + (
+            [] if exists else self.private_cmds(path))
+
+    @staticmethod
+    def private_cmds(path: str) -> List[Argv]:
+        return [["chmod", "600", path]]
 
     def remove_cmds(self, path: str) -> List[Argv]:
         return [["rm", "-f", "--", path]]
@@ -164,14 +198,19 @@ class LvmStore:
                 ["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", " ",
                  "-o", "lv_name,lv_size", self.vg]]
 
-    def parse_probe(self, outs: List[str]) -> Tuple[int, Dict[str, int]]:
+    def parse_probe(self, outs: List[str]) -> Tuple[int, Dict[str, int], Set[str]]:
+        """-> (free bytes, {path: size}, set()): device nodes are udev's (root:disk 660)."""
         free = int(outs[0].split()[0])
         sizes = {}
         for line in outs[1].splitlines():
             f = line.split()
             if len(f) == 2:
                 sizes[self.path_for(f[0])] = int(f[1])
-        return free, sizes
+        return free, sizes, set()
+
+    @staticmethod
+    def private_cmds(path: str) -> List[Argv]:
+        return []
 
     def grow_cmds(self, path: str, size: int, exists: bool) -> List[Argv]:
         if exists:
@@ -258,14 +297,16 @@ class TargetBackend(abc.ABC):
                           size_gb)
 
     def ensure_volume(self, iqn: str, backing_path: str, size_gb: int,
-                      initiators: Sequence[str]) -> bool:
+                      initiators: Sequence[str], chap: Optional[Chap] = None) -> bool:
         """Create or find one volume; True if anything changed. See :meth:`ensure_volumes`."""
-        return self.ensure_volumes([VolumeSpec(iqn, backing_path, size_gb)], initiators)[iqn]
+        return self.ensure_volumes([VolumeSpec(iqn, backing_path, size_gb, chap)],
+                                   initiators)[iqn]
 
     @abc.abstractmethod
     def ensure_volumes(self, volumes: Sequence[VolumeSpec],
                        initiators: Sequence[str]) -> Dict[str, bool]:
-        """Make each volume exist with at least its size, admitting exactly ``initiators``.
+        """Make each volume exist with at least its size, admitting exactly ``initiators`` (and,
+        for a volume with :class:`Chap` credentials, only with them).
 
         :returns: ``{iqn: changed}``.
         :raises OutOfSpace: before anything is made, when the new bytes do not fit.
@@ -281,6 +322,14 @@ class TargetBackend(abc.ABC):
         """What the target serves now (the backend's :meth:`_parse` of its listing)."""
         return self._parse(self.ex.run(self._list_cmd()))
 
+    def _state_cmds(self) -> List[Argv]:
+        """What the probe reads of the target (after the backing store's commands)."""
+        return [self._list_cmd()]
+
+    def _parse_state(self, outs: List[str]):
+        """:meth:`_state_cmds`' outputs, parsed."""
+        return self._parse(outs[0])
+
     @abc.abstractmethod
     def _list_cmd(self) -> Argv:
         """The command that lists what the target serves."""
@@ -289,11 +338,12 @@ class TargetBackend(abc.ABC):
     def _parse(self, listing: str) -> Dict[str, dict]:
         """:meth:`_list_cmd`'s output, parsed."""
 
-    def _probe(self) -> Tuple[int, Dict[str, int], Dict[str, dict]]:
-        """One exec: ``(free bytes, {backing: size}, the parsed listing)``."""
-        outs = self.ex.run_script(self.store.probe_cmds() + [self._list_cmd()])
-        free, sizes = self.store.parse_probe(outs[:-1])
-        return free, sizes, self._parse(outs[-1])
+    def _probe(self) -> Tuple[int, Dict[str, int], Set[str], object]:
+        """One exec: ``(free bytes, {backing: size}, {backing too open}, the parsed state)``."""
+        state = self._state_cmds()
+        outs = self.ex.run_script(self.store.probe_cmds() + state)
+        free, sizes, loose = self.store.parse_probe(outs[:-len(state)])
+        return free, sizes, loose, self._parse_state(outs[-len(state):])
 
     def disk_spec(self, volume: dict, target_dev: str, **options) -> IscsiDiskSpec:
         """The libvirt disk of a ready volume (a ``vciscsi`` row joined with its target's
@@ -302,6 +352,9 @@ class TargetBackend(abc.ABC):
         :param options: more :class:`vc.domainxml.IscsiDiskSpec` fields (``bus``, ...).
         """
         lun = self.lun if volume.get("lun") is None else volume["lun"]
+        if volume.get("chap_user"):
+            options = dict(options, auth_user=volume["chap_user"],
+                           secret_usage=secret_usage(volume))
         return IscsiDiskSpec(volume["iqn"], volume["address"], volume["iscsi_port"], lun,
                              target=target_dev, **options)
 
@@ -312,7 +365,7 @@ class TargetBackend(abc.ABC):
         except CommandError as e:
             if "No space left" in e.stderr or "Insufficient free space" in e.stderr:
                 raise OutOfSpace(self.target_name, "out of space in %s: %s failed: %s" % (
-                    self.store.backing_dir, shlex.join(e.argv), e.stderr.strip())) from e
+                    self.store.backing_dir, _shown(e.argv), e.stderr.strip())) from e
             raise
 
     def _check_sizes(self, volumes, free, sizes) -> Dict[str, int]:
@@ -347,8 +400,9 @@ class TargetBackend(abc.ABC):
 
 def parse_tgtadm_show(text: str) -> Dict[str, dict]:
     """``tgtadm --lld iscsi --mode target --op show`` -> ``{iqn: {"tid": int, "luns": {lun:
-    {"size_bytes": int, "backing": str or None}}, "acl": [str], "sessions": int}}``.
-    (tgtadm prints sizes in rounded decimal MB, so ``size_bytes`` is approximate.)"""
+    {"size_bytes": int, "backing": str or None}}, "acl": [str], "accounts": [str], "sessions":
+    int}}``: ``accounts`` are the incoming (CHAP) accounts bound to the target. (tgtadm prints
+    sizes in rounded decimal MB, so ``size_bytes`` is approximate.)"""
     targets: Dict[str, dict] = {}
     cur = lun = None
     section = None
@@ -357,7 +411,7 @@ def parse_tgtadm_show(text: str) -> Dict[str, dict]:
         m = re.match(r"^Target (\d+): (\S+)$", raw)
         if m:
             cur = targets[m.group(2)] = {"tid": int(m.group(1)), "luns": {}, "acl": [],
-                                         "sessions": 0}
+                                         "accounts": [], "sessions": 0}
             section, lun = None, None
             continue
         if cur is None or not line:
@@ -382,7 +436,16 @@ def parse_tgtadm_show(text: str) -> Dict[str, dict]:
                 lun["backing"] = m.group(1)
         elif section == "ACL information":
             cur["acl"].append(line)
+        elif section == "Account information" and not line.endswith("(outgoing)"):
+            cur["accounts"].append(line)
     return targets
+
+
+def parse_tgtadm_accounts(text: str) -> List[str]:
+    """``tgtadm --lld iscsi --mode account --op show`` -> the account names (tgtd's accounts are
+    global: a target admits those bound to it)."""
+    return [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.strip().endswith(":")]
 
 
 def _acl_opt(initiator: str) -> str:
@@ -419,9 +482,20 @@ class TgtBackend(TargetBackend):
         """See :func:`parse_tgtadm_show`."""
         return parse_tgtadm_show(listing)
 
+    def _state_cmds(self):
+        return [self._list_cmd(), self.tgtadm("--mode", "account", "--op", "show")]
+
+    def _parse_state(self, outs):
+        """-> ``(targets, accounts)``: :func:`parse_tgtadm_show`, :func:`parse_tgtadm_accounts`."""
+        return parse_tgtadm_show(outs[0]), parse_tgtadm_accounts(outs[1])
+
     def ensure_volumes(self, volumes: Sequence[VolumeSpec],
                        initiators: Sequence[str]) -> Dict[str, bool]:
-        """Make each volume exist: backing store of at least its size, target, LUN 1, ACL.
+        """Make each volume exist: backing store of at least its size, target, LUN 1, ACL, and
+        with ``chap`` its CHAP account (made once, bound as the target's only incoming
+        account: a new target has it before any initiator is admitted). An account's password
+        cannot be read back; accounts are named per credentials pair, so an account of that
+        name has that password (new credentials come with a new user).
 
         Two remote execs for any number of volumes: one probe, one batched script (nothing if
         all exist). Idempotent; a half-done earlier call is completed, never duplicated.
@@ -435,7 +509,7 @@ class TgtBackend(TargetBackend):
         inits = _initiators(initiators, name)
         if len({v.iqn for v in volumes}) != len(volumes):
             raise StorageError(name, "the same IQN is given twice")
-        free, sizes, shown = self._probe()
+        free, sizes, loose, (shown, accounts) = self._probe()
         grow = self._check_sizes(volumes, free, sizes)
         tids = [t["tid"] for t in shown.values()]
         next_tid = max(tids + [0]) + 1
@@ -450,6 +524,8 @@ class TgtBackend(TargetBackend):
                                    "touching it" % (v.iqn, self.lun, lu["backing"], v.backing))
             if v.backing in grow:
                 mine += self.store.grow_cmds(v.backing, v.size_bytes, v.backing in sizes)
+            if v.backing in loose:
+                mine += self.store.private_cmds(v.backing)
             if cur is None:
                 tid = next_tid
                 next_tid += 1
@@ -457,6 +533,13 @@ class TgtBackend(TargetBackend):
                                         "--targetname", v.iqn))
             else:
                 tid = cur["tid"]
+            acl = cur["acl"] if cur else []
+            if v.chap is not None:
+                # before the LUN and the ACL: a new target never admits anyone without CHAP
+                others = {a for k, t in shown.items() if k != v.iqn for a in t["accounts"]}
+                chap_cmds, acl = self._chap_cmds(tid, v.chap, accounts,
+                                                 cur["accounts"] if cur else [], acl, others)
+                mine += chap_cmds
             # tgtd fixes a LU's size when it is added: after a grow it is re-added (same store).
             # tgtadm shows rounded decimal MB: a LU 1 MB or more short is stale.
             stale = lu is not None and lu["size_bytes"] + 1000 * 1000 < v.size_bytes
@@ -472,7 +555,6 @@ class TgtBackend(TargetBackend):
                 mine.append(self.tgtadm("--mode", "logicalunit", "--op", "new", "--tid", tid,
                                         "--lun", self.lun, "--backing-store", v.backing))
             # the ACL admits exactly the given initiators: bind the missing, unbind the others
-            acl = cur["acl"] if cur else []
             for op, who in [("bind", i) for i in inits if i not in acl] + \
                            [("unbind", a) for a in acl if a not in inits]:
                 mine.append(self.tgtadm("--mode", "target", "--op", op, "--tid", tid,
@@ -486,10 +568,41 @@ class TgtBackend(TargetBackend):
             self._run(cmds)
         return changed
 
+    def _chap_cmds(self, tid: int, chap: Chap, accounts: List[str], bound: List[str],
+                   acl: List[str], others: Set[str]) -> Tuple[List[Argv], List[str]]:
+        """Make ``chap.user`` exist and be the only incoming account of target ``tid``:
+        ``(commands, the ACL after them)``; ``accounts`` (tgtd's) is updated. An account it
+        replaces is deleted unless another target (``others``: their accounts) has it too.
+
+        Other accounts bound (older credentials) are replaced so that tgtd survives it: tgtd
+        (1.0.85) keeps a target's accounts in an array and unbinding one that is not the last
+        leaves a hole its next ``show`` or login dereferences (segfault). So every bound account
+        is unbound last first, and the new one bound after; meanwhile the target's ACL is
+        emptied, so that no initiator gets in without CHAP in between (the caller binds the
+        ACL again; sessions already logged in are not affected)."""
+        cmds: List[Argv] = []
+        if bound == [chap.user]:
+            return cmds, acl
+        if bound:
+            cmds += [self.tgtadm("--mode", "target", "--op", "unbind", "--tid", tid,
+                                 _acl_opt(a), a) for a in acl]
+            acl = []
+            cmds += [self.tgtadm("--mode", "account", "--op", "unbind", "--tid", tid,
+                                 "--user", a) for a in reversed(bound)]
+        if chap.user not in accounts:
+            cmds.append(self.tgtadm("--mode", "account", "--op", "new", "--user", chap.user,
+                                    "--password", chap.secret))
+            accounts.append(chap.user)
+        cmds.append(self.tgtadm("--mode", "account", "--op", "bind", "--tid", tid,
+                                "--user", chap.user))
+        cmds += [self.tgtadm("--mode", "account", "--op", "delete", "--user", a)
+                 for a in bound if a != chap.user and a in accounts and a not in others]
+        return cmds, acl
+
     def remove_volume(self, iqn: str, backing_path: str) -> bool:
-        """Delete the target (``--force``: sessions, LUN and ACL go with it) and its backing
-        store. Idempotent; True if anything was there."""
-        free, sizes, shown = self._probe()
+        """Delete the target (``--force``: sessions, LUN and ACL go with it), the CHAP accounts
+        only it had, and its backing store. Idempotent; True if anything was there."""
+        free, sizes, _, (shown, accounts) = self._probe()
         cmds: List[Argv] = []
         cur = shown.get(iqn)
         if cur is not None:
@@ -498,6 +611,11 @@ class TgtBackend(TargetBackend):
                                    "not removing it" % (iqn, backing_path))
             cmds.append(self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid",
                                     cur["tid"]))
+            elsewhere = {a for k, t in shown.items() if k != iqn for a in t["accounts"]}
+            for user in cur["accounts"]:
+                if user in accounts and user not in elsewhere:
+                    cmds.append(self.tgtadm("--mode", "account", "--op", "delete", "--user",
+                                            user))
         if backing_path in sizes:
             if not self.store.owns(backing_path):
                 raise StorageError(self.target_name, "backing %s is not in %s: not removing it"
@@ -517,7 +635,9 @@ class TgtBackend(TargetBackend):
 
 def parse_targetcli_ls(text: str) -> Dict[str, dict]:
     """``targetcli ls /`` (the tree) -> ``{"backstores": {name: {"kind", "path"}}, "targets":
-    {iqn: {"luns": {n: backstore "kind/name"}, "acl": [initiator]}}}``."""
+    {iqn: {"luns": {n: backstore "kind/name"}, "acl": [initiator], "auth": bool}}}``; ``auth``:
+    tpg1 demands CHAP (``authentication=1``: ``auth per-acl``/``tpg-auth``, not ``no-auth``).
+    The tree never shows an ACL's userid or password."""
     stack: List[Tuple[int, str]] = []
     backstores: Dict[str, dict] = {}
     targets: Dict[str, dict] = {}
@@ -535,7 +655,10 @@ def parse_targetcli_ls(text: str) -> Dict[str, dict]:
             backstores["%s/%s" % (path[2], node)] = {"kind": path[2],
                                                      "path": bs.group(1) if bs else None}
         elif len(path) == 3 and path[1] == "iscsi":
-            targets[node] = {"luns": {}, "acl": []}
+            targets[node] = {"luns": {}, "acl": [], "auth": False}
+        elif len(path) == 4 and path[1] == "iscsi" and node == "tpg1" and path[2] in targets:
+            targets[path[2]]["auth"] = bool(re.search(r"(^|[ ,])(auth per-acl|tpg-auth)($|,)",
+                                                      info))
         elif len(path) == 6 and path[1] == "iscsi" and path[4] == "luns":
             lm = re.match(r"^lun(\d+)$", node)
             bm = re.match(r"^(\S+)", info)
@@ -552,9 +675,12 @@ class TargetcliBackend(TargetBackend):
 
     Same verbs as :class:`TgtBackend`. LIO differs: LUNs count from 0, ACLs admit initiator
     *names* (IQNs: libvirt/QEMU's, e.g. ``iqn.2008-11.org.linux-kvm:HOST``), not addresses, and
-    the configuration is saved with ``saveconfig`` so that it survives a reboot. Checked at the
-    command level only (this project's machines have no configfs/LIO). It has no control port:
-    the parameters are :class:`TargetBackend`'s.
+    the configuration is saved with ``saveconfig`` so that it survives a reboot. CHAP is per ACL
+    (explicit ACLs, ``generate_node_acls`` stays 0): ``set auth userid= password=`` on each,
+    then the TPG's ``authentication=1``. The tree does not show an ACL's credentials, so they
+    are set on a new ACL, on a TPG without authentication, and when they are new
+    (:attr:`Chap.fresh`). Checked at the command level only (this project's machines have no
+    configfs/LIO). It has no control port: the parameters are :class:`TargetBackend`'s.
     """
 
     lun = 0
@@ -591,12 +717,14 @@ class TargetcliBackend(TargetBackend):
         if bad:
             raise StorageError(name, "LIO ACLs admit initiator names (IQNs), not addresses: %s"
                                % ", ".join(bad))
-        free, sizes, state = self._probe()
+        free, sizes, loose, state = self._probe()
         grow = self._check_sizes(volumes, free, sizes)
         cmds: List[Argv] = []
         changed = {}
         for v in volumes:
             mine: List[Argv] = []
+            if v.backing in loose:
+                mine += self.store.private_cmds(v.backing)
             bs = self._bs_name(v.backing)
             bs_key = "%s/%s" % (self.bs_kind, bs)
             have_bs = state["backstores"].get(bs_key)
@@ -617,6 +745,11 @@ class TargetcliBackend(TargetBackend):
             if cur is None:
                 mine.append(["targetcli", "/iscsi", "create", v.iqn])
             tpg = "/iscsi/%s/tpg1" % v.iqn
+            auth = bool(cur and cur["auth"])
+            if v.chap is not None and not auth:
+                # first: from here on an ACL admits only with its credentials (an ACL without
+                # them admits nobody), so a new target never admits anyone without CHAP
+                mine.append(["targetcli", tpg, "set", "attribute", "authentication=1"])
             luns = cur["luns"] if cur else {}
             if recreated or bs_key not in luns.values():
                 mine.append(["targetcli", tpg + "/luns", "create",
@@ -625,6 +758,9 @@ class TargetcliBackend(TargetBackend):
             for i in inits:
                 if i not in acl:
                     mine.append(["targetcli", tpg + "/acls", "create", i])
+                if v.chap is not None and (i not in acl or not auth or v.chap.fresh):
+                    mine.append(["targetcli", "%s/acls/%s" % (tpg, i), "set", "auth",
+                                 "userid=%s" % v.chap.user, "password=%s" % v.chap.secret])
             changed[v.iqn] = bool(mine)
             cmds += mine
         if cmds:
@@ -633,7 +769,7 @@ class TargetcliBackend(TargetBackend):
         return changed
 
     def remove_volume(self, iqn: str, backing_path: str) -> bool:
-        free, sizes, state = self._probe()
+        free, sizes, _, state = self._probe()
         cmds: List[Argv] = []
         bs = self._bs_name(backing_path)
         if iqn in state["targets"]:
@@ -646,6 +782,130 @@ class TargetcliBackend(TargetBackend):
             cmds.append(["targetcli", "saveconfig"])
             self._run(cmds)
         return bool(cmds)
+
+
+##################
+# CHAP           #
+##################
+
+#: a CHAP secret: 16 letters and digits (~95 bits). 12-16 characters is what the strictest
+#: initiators (Microsoft's) accept; tgtd, LIO and libiscsi (QEMU) take any length. Letters and
+#: digits only: the secret goes through shells, targetcli's key=value and iscsi:// URLs as is.
+CHAP_SECRET_CHARS = string.ascii_letters + string.digits
+CHAP_SECRET_LEN = 16
+SEALED_PREFIX = "fernet:"
+
+
+def new_chap() -> Chap:
+    """Fresh random credentials: user ``vc-<12 hex>`` (tgtd's accounts are global: unique per
+    pair), secret of :data:`CHAP_SECRET_LEN` characters."""
+    return Chap("vc-" + secrets.token_hex(6),
+                "".join(secrets.choice(CHAP_SECRET_CHARS) for _ in range(CHAP_SECRET_LEN)),
+                fresh=True)
+
+
+def chap_key_path(state_dir: str) -> str:
+    return os.path.join(state_dir, "chap", "key")
+
+
+def _chap_key(state_dir: str) -> bytes:
+    """The frontend's key that seals CHAP secrets in the database, made once:
+    ``<state_dir>/chap/key`` (mode 600, directory 700: root only; the web pages never need
+    it)."""
+    from cryptography.fernet import Fernet
+
+    path = chap_key_path(state_dir)
+    d = os.path.dirname(path)
+    if not os.path.exists(path):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+        with open(os.path.join(d, ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two first runs must not make two keys
+            if not os.path.exists(path):
+                tmp = path + ".tmp"
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                    f.write(Fernet.generate_key())
+                os.replace(tmp, path)
+                LOG.info("made the key that seals CHAP secrets: %s", path)
+    with open(path, "rb") as f:
+        return f.read().strip()
+
+
+def seal(state_dir: str, secret: str) -> str:
+    """``secret`` as stored in ``vciscsi.chap_secret``: ``fernet:<token>``, readable only with
+    the frontend's key (:func:`_chap_key`), not by whoever reads the database."""
+    from cryptography.fernet import Fernet
+
+    return SEALED_PREFIX + Fernet(_chap_key(state_dir)).encrypt(secret.encode()).decode()
+
+
+def unseal(state_dir: str, stored: str) -> str:
+    """The secret :func:`seal` sealed. :raises ValueError: not sealed with this frontend's
+    key (or not sealed at all)."""
+    from cryptography.fernet import Fernet, InvalidToken
+
+    if not stored or not stored.startswith(SEALED_PREFIX):
+        raise ValueError("not a sealed secret")
+    try:
+        return Fernet(_chap_key(state_dir)).decrypt(stored[len(SEALED_PREFIX):].encode()).decode()
+    except (InvalidToken, ValueError) as e:
+        raise ValueError("sealed with another key than %s" % chap_key_path(state_dir)) from e
+
+
+def chap_credentials(db, cfg, vols: Sequence[dict]) -> Dict[int, Chap]:
+    """Every volume row's CHAP credentials ``{row id: Chap}``; a row without any (made before
+    CHAP, or whose secret the frontend's key cannot unseal: a lost key) gets a new random pair,
+    stored (secret sealed) before any target sees it, so a crash leaves nothing unrecorded.
+    The rows' ``chap_user``/``chap_secret`` are updated in place."""
+    out = {}
+    for v in vols:
+        if v.get("chap_user") and v.get("chap_secret"):
+            try:
+                out[v["id"]] = Chap(v["chap_user"], unseal(cfg.site.state_dir, v["chap_secret"]))
+                continue
+            except ValueError as e:
+                LOG.warning("volume %s: its CHAP secret cannot be read (%s): giving it new "
+                            "credentials", v.get("iqn") or v["mount_point"], e)
+        chap = new_chap()
+        sealed = seal(cfg.site.state_dir, chap.secret)
+        db.transaction(lambda cur, v=v, c=chap, x=sealed: cur.execute(
+            "UPDATE vciscsi SET chap_user = %s, chap_secret = %s WHERE id = %s",
+            (c.user, x, v["id"])))
+        v["chap_user"], v["chap_secret"] = chap.user, sealed
+        LOG.info("volume %s: new CHAP user %s", v.get("iqn") or v["mount_point"], chap.user)
+        out[v["id"]] = chap
+    return out
+
+
+def secret_usage(volume: dict) -> str:
+    """The usage (``<usage type='iscsi'><target>``) of the libvirt secret that holds a volume
+    row's CHAP secret on a hypervisor host: the volume's IQN, unique per VC and per target name
+    space (``[storage] iqn_prefix``), and what the disk names (``vc.designer.iscsi_disks``)."""
+    return volume["iqn"]
+
+
+def libvirt_secrets(cfg, appliance: str, vols: Sequence[dict]) -> List[Tuple[str, str]]:
+    """``[(usage, secret)]``: what a node of ``appliance`` needs on its host before its domain
+    is defined (``vc.virt.Host.ensure_secret``) for the volumes it attaches with CHAP.
+
+    :raises VcError: a secret the frontend's key cannot unseal (start the cluster again: the
+        storage step gives the volume new credentials).
+    """
+    out = []
+    for v in vols:
+        if v["appliance"] != appliance or not v.get("chap_user"):
+            continue
+        try:
+            out.append((secret_usage(v), unseal(cfg.site.state_dir, v["chap_secret"])))
+        except ValueError as e:
+            raise VcError("volume %s: cannot read its CHAP secret (%s); a stop and start gives "
+                          "it new credentials" % (v["iqn"], e)) from e
+    return out
+
+
+def rack_secret_prefix(cfg, rack: int) -> str:
+    """What the :func:`secret_usage` of every volume of ``rack`` starts with."""
+    return "%s:rack%d." % (cfg.storage.iqn_prefix, int(rack))
 
 
 ##################

@@ -6,10 +6,11 @@ paste writes nothing. The unique key ``(owner, fingerprint)`` makes a key held t
 adding it again is a no-op.
 """
 
+import re
 from typing import List, Optional, Tuple
 
 from vc import sshkeys, timeutil
-from vc.config import NAME_RE
+from vc.config import USER_RE
 from vc.db import aware_utc, naive_utc
 from vc.errors import NotFound, VcError
 
@@ -47,8 +48,8 @@ def check_name(name: Optional[str], default: str) -> str:
 
 def _check_owner(owner: str) -> str:
     owner = (owner or "").strip()
-    if not NAME_RE.match(owner):
-        raise VcError("owner must be a user name (letters, digits, . _ -)")
+    if not re.match(USER_RE, owner):  # what Apache hands over: alice, alice@EXAMPLE.ORG
+        raise VcError("owner must be a user name (letters, digits, . _ @ -)")
     return owner
 
 

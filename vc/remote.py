@@ -11,8 +11,9 @@ The protocol
     ``stderr``; an executor that speaks for an iSCSI target host raises its subclass
     :class:`RemoteCommandError`, whose message names the target. Every argv is checked
     (:func:`check_argv`: no NUL, no line break) and, where a shell is involved, quoted with
-    :func:`shlex.join`; every command and its exit status is logged. ``close()`` ends a
-    connection.
+    :func:`shlex.join`; every command and its exit status is logged, and logs and messages show
+    a secret argument (``--password P``, ``password=P``) as ``********`` (:func:`mask_argv`).
+    ``close()`` ends a connection.
 
 The executors
     :class:`LocalExecutor` (this machine: one command without a shell, a script with
@@ -73,18 +74,48 @@ LOCAL_TIMEOUT = 600
 ##################
 
 
+#: an argv element that says the next one is a secret (``tgtadm --password P``)
+SECRET_OPTIONS = ("--password",)
+#: an argv element ``KEY=secret`` (``targetcli ... set auth password=P``)
+SECRET_KEYS = ("password=", "mutual_password=", "--password=")
+MASK = "********"
+
+
+def mask_argv(argv: Sequence[str]) -> Argv:
+    """``argv`` with every secret replaced by :data:`MASK`: what logs and messages show of a
+    command (the command itself runs unmasked)."""
+    out, hide = [], False
+    for a in argv:
+        a = str(a)
+        key = next((k for k in SECRET_KEYS if a.lower().startswith(k)), None)
+        if hide:
+            out.append(MASK)
+        elif key:
+            out.append(a[:len(key)] + MASK)
+        else:
+            out.append(a)
+        hide = not hide and key is None and a in SECRET_OPTIONS
+    return out
+
+
+def shown(argv: Sequence[str]) -> str:
+    """A command as logs and messages show it: quoted, secrets masked."""
+    return shlex.join(mask_argv(argv))
+
+
 def _failure(argv: Argv, returncode: Optional[int], stderr: str, no_status: str) -> str:
     status = "exit status %s" % returncode if returncode is not None else no_status
-    return "%s failed (%s): %s" % (shlex.join(argv), status, stderr.strip() or "no error output")
+    return "%s failed (%s): %s" % (shown(argv), status, stderr.strip() or "no error output")
 
 
 class CommandError(HypervisorError):
     """A command run by an executor failed; the message carries its stderr.
 
-    ``returncode`` is None when it could not run or timed out."""
+    ``returncode`` is None when it could not run or timed out; ``argv`` has its secrets
+    masked (:func:`mask_argv`), like every message about it."""
 
     def __init__(self, argv, returncode, stderr):
-        self.argv, self.returncode, self.stderr = list(argv), returncode, stderr or ""
+        self.argv, self.returncode, self.stderr = mask_argv(argv), returncode, stderr or ""
         super().__init__(_failure(self.argv, returncode, self.stderr, "could not run"))
 
 
@@ -131,7 +162,7 @@ class RemoteCommandError(StorageError, CommandError):
     protocol's :class:`CommandError` too, so a caller of any executor catches it alike."""
 
     def __init__(self, target: str, argv: Sequence[str], returncode: Optional[int], stderr: str):
-        self.argv, self.returncode, self.stderr = list(argv), returncode, stderr or ""
+        self.argv, self.returncode, self.stderr = mask_argv(argv), returncode, stderr or ""
         self.code = None
         StorageError.__init__(self, target, _failure(self.argv, returncode, self.stderr,
                                                      "no exit status"))
@@ -261,9 +292,9 @@ class Executor(abc.ABC):
     def _log(self, argv: Argv, returncode: Optional[int], stderr: str = "") -> None:
         if returncode == 0:
             LOG.log(logging.INFO if self.is_target else logging.DEBUG, "%s: rc=0 %s", self.label,
-                    shlex.join(argv))
+                    shown(argv))
         else:
-            LOG.warning("%s: rc=%s %s: %s", self.label, returncode, shlex.join(argv),
+            LOG.warning("%s: rc=%s %s: %s", self.label, returncode, shown(argv),
                         stderr.strip()[-500:])
 
 

@@ -8,20 +8,25 @@ Deadlocks and lock-wait timeouts are retried inside :meth:`vc.db.Database.transa
 
 import dataclasses
 import logging
+import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Dict, List, Optional, Tuple
 
 from vc import admission, states, timeutil
-from vc.config import NAME_RE
+from vc.config import USER_RE
 from vc.db import aware_utc, naive_utc
 from vc.errors import CapacityError, InvalidTransition, NotFound, ValidationError, VcError
+from vc.numbers import NumberError, parse_int
 
 LOG = logging.getLogger(__name__)
 
 APPLIANCES = ("gateway", "compute")
-MOUNT_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+# a mount point: an absolute path of these characters (checked with fullmatch), at most
+# MOUNT_MAX long; stored normalised (see normalise_mount)
+MOUNT_RE = re.compile(r"/[A-Za-z0-9._/-]*")
+MOUNT_MAX = 200
 COMMENT_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
 
 
@@ -58,18 +63,48 @@ def _int_field(errors, name, raw, lo, hi, what):
     if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
         errors[name] = "%s is required" % what
         return None
-    if isinstance(raw, int):
-        v = raw
-    else:
-        s = str(raw).strip()
-        if not re.match(r"^[+-]?\d{1,12}$", s):
-            errors[name] = "%s must be a whole number, got %r" % (what, str(raw)[:40])
-            return None
-        v = int(s)
-    if v < lo or v > hi:
-        errors[name] = "%s must be between %d and %d, got %d" % (what, lo, hi, v)
+    try:
+        return parse_int(raw, what, lo, hi)   # ASCII digits only, bounded length
+    except NumberError as e:
+        if e.kind == "syntax":
+            errors[name] = "%s must be a whole number, got %s" % (what, e.shown)
+        else:
+            errors[name] = "%s must be between %d and %d, got %s" % (what, lo, hi, e.shown)
         return None
-    return v
+
+
+def normalise_mount(mount: str) -> str:
+    """A mount point as it is stored: absolute, of ``A-Z a-z 0-9 . _ - /`` only, without ``.``
+    segments, repeated or trailing slashes (``posixpath.normpath``); not ``/`` itself. A ``..``
+    segment is refused, not resolved (``/a/../etc`` is not a place to mount a volume on).
+
+    :raises ValueError: with a message for the user.
+    """
+    m = str(mount).strip()
+    if not MOUNT_RE.fullmatch(m):
+        raise ValueError("mount point must be an absolute path of letters, digits, . _ - /, "
+                         "got %r" % m[:80])
+    if len(m) > MOUNT_MAX:
+        raise ValueError("mount point must be at most %d characters, got %d" % (MOUNT_MAX,
+                                                                               len(m)))
+    if ".." in m.split("/"):
+        raise ValueError("mount point must not contain '..', got %r" % m)
+    norm = posixpath.normpath(m)
+    norm = "/" + norm.lstrip("/")   # normpath keeps a leading '//'
+    if norm == "/":
+        raise ValueError("mount point must be a directory below /, not /, got %r" % m)
+    return norm
+
+
+def _iscsi_names(cfg, mount: str) -> set:
+    """The names a volume on ``mount`` may get on its target (vc.iscsi.slug: the backing file
+    and, shortened to fit, the IQN), as ``(length, name)``: two mount points of one reservation
+    must not share one."""
+    from vc import iscsi  # not on the pages' import path unless volumes are given
+
+    head = len("%s:rack." % cfg.storage.iqn_prefix)
+    lengths = {64} | {min(64, iscsi.IQN_MAX - head - digits) for digits in range(1, 11)}
+    return {(n, iscsi.slug(mount, max_len=n)) for n in lengths if n >= 12}
 
 
 def parse_volume(spec) -> Tuple[str, str, str]:
@@ -96,8 +131,9 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
     errors: Dict[str, str] = {}
     tz = cfg.tzinfo()
     owner = str(fields.get("owner") or "").strip()
-    if not NAME_RE.match(owner):
-        errors["owner"] = "owner must be a user name (letters, digits, . _ -), got %r" % owner[:40]
+    if not re.match(USER_RE, owner):  # what Apache hands over: alice, alice@EXAMPLE.ORG
+        errors["owner"] = ("owner must be a user name (letters, digits, . _ @ -), got %r"
+                           % owner[:40])
 
     times = {}
     for key in ("start", "end"):
@@ -106,6 +142,11 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
         except ValueError as e:
             errors[key] = "%s time %s" % (key, e)
     start, end = times.get("start"), times.get("end")
+    ahead = timedelta(days=cfg.limits.max_days_ahead)
+    if start and start > now + ahead:
+        errors["start"] = "a reservation may start at most %d days ahead (until %s), this one " \
+                          "starts %s" % (cfg.limits.max_days_ahead, timeutil.show(now + ahead, tz),
+                                         timeutil.show(start, tz))
     if start and end:
         if end <= start:
             errors["end"] = "end (%s) must be after start (%s)" % (
@@ -150,25 +191,33 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
     if len(specs) > cfg.limits.max_volumes:
         errors["volumes"] = "at most %d iSCSI volumes per reservation, got %d" % (
             cfg.limits.max_volumes, len(specs))
-    seen = set()
+    seen: Dict[str, str] = {}      # lower case -> mount point (the unique key ignores case)
+    names: Dict[tuple, str] = {}   # iSCSI name -> mount point
     for i, spec in enumerate(specs):
         key = "volume%d" % (i + 1)
         try:
             mount, target, size = parse_volume(spec)
+            mount = normalise_mount(mount)
         except ValueError as e:
             errors[key] = str(e)
             continue
-        mount, target = mount.strip(), target.strip()
-        if not MOUNT_RE.match(mount) or "/../" in mount + "/" or mount.rstrip("/") == "" \
-                or "//" in mount:
-            errors[key] = "mount point must be an absolute path of letters, digits, . _ - /, " \
-                          "got %r" % mount[:80]
-            continue
-        mount = mount.rstrip("/")
-        if mount in seen:
+        target = target.strip()
+        other = seen.get(mount.lower())
+        if other == mount:
             errors[key] = "mount point %s is given twice" % mount
             continue
-        seen.add(mount)
+        if other is not None:
+            errors[key] = "mount points %s and %s differ only in case (mount points are " \
+                          "compared without regard to case)" % (other, mount)
+            continue
+        mine = _iscsi_names(cfg, mount)
+        clash = next((names[n] for n in sorted(mine) if n in names), None)
+        if clash is not None:
+            errors[key] = "mount points %s and %s would get the same iSCSI name %r: rename " \
+                          "one" % (clash, mount, iscsi_name(mine))
+            continue
+        seen[mount.lower()] = mount
+        names.update((n, mount) for n in mine)
         if known_targets is not None and target not in known_targets:
             errors[key] = "unknown iSCSI target %r (registered: %s)" % (
                 target[:64], ", ".join(sorted(known_targets)) or "none")
@@ -185,6 +234,11 @@ def validate(cfg, fields: dict, now, known_targets=None) -> Request:
         raise ValidationError(errors)
     return Request(owner=owner, start=start, end=end, resources=resources, volumes=volumes,
                    comment=comment)
+
+
+def iscsi_name(names) -> str:
+    """The full-length one of :func:`_iscsi_names` (for messages)."""
+    return max(names)[1]
 
 
 # ------------------------------------------------------------------------ admission
@@ -586,4 +640,20 @@ def allowed_actions(row, now, user: str, admins, root: bool = False) -> List[str
     if st in (states.RESERVED, states.STOPPED, states.FAILED) or (
             st in _STARTED and pending != "delete"):
         out.append("delete")
+    return out
+
+
+# ------------------------------------------------------------------------ how to log in
+def login(cfg, r) -> list:
+    """How the owner of reservation ``r`` (:func:`vc.reservations.get`) logs in: through the
+    frontend (``[site] frontend``, else this machine's FQDN) to each gateway's public address,
+    then from the gateway to the other nodes by name."""
+    import socket
+
+    frontend = cfg.site.frontend or socket.getfqdn()
+    gws = [n for n in r.get("nodes", []) if n["appliance"] == "gateway" and n["public_ip"]]
+    out = ["ssh -J %s@%s root@%s" % (r["owner"], frontend, n["public_ip"]) for n in gws]
+    cps = [n["name"] for n in r.get("nodes", []) if n["appliance"] != "gateway"]
+    if gws and cps:
+        out.append("then on the gateway: ssh %s (any node by name)" % cps[0])
     return out

@@ -226,10 +226,17 @@ class Scheduler:
         racks = [r["rack"] for r in self.db.query(
             "SELECT rack FROM vcregist WHERE state = 'running' ORDER BY rack")]
         out = []
+        booting = {r["rack"] for r in self.db.query(
+            "SELECT DISTINCT rack FROM vcnode WHERE readiness <> 'up' AND state = 'running'")}
         for rack in racks:
             try:
                 for msg in self.ctl.heal(rack, self.ha_max_restarts):
                     out.append(Action(rack, "heal", msg, "restarted"))
+                if rack in booting:
+                    # readiness: one quick look per tick at the guests that are not up yet
+                    from vc import ready
+
+                    ready.observe(self.ctl, rack, probe=lambda ip: ready.ssh_answers(ip, 22, 0.5))
             except Exception as e:
                 LOG.error("rack %d: health check failed: %s", rack, e)
                 out.append(Action(rack, "heal", "health check", str(e), ok=False))

@@ -14,7 +14,6 @@ with control characters or over 200 characters.
 
 import base64
 import binascii
-import hashlib
 import re
 import struct
 import unicodedata
@@ -69,8 +68,11 @@ class PublicKey:
 
 
 def fingerprint(blob: bytes) -> str:
-    """OpenSSH's SHA256 fingerprint of a key blob (the decoded base64 part)."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    """OpenSSH's SHA256 fingerprint of a key blob (the decoded base64 part): the one helper,
+    :func:`vc.remote.fingerprint`."""
+    from vc import remote
+
+    return remote.fingerprint(blob)
 
 
 def _read_string(data: bytes, pos: int) -> Tuple[bytes, int]:

@@ -67,7 +67,8 @@ def volumes(db, rack) -> List[dict]:
     """Every iSCSI volume of a reservation, with its target's address and pinned key."""
     return db.query(
         "SELECT v.id, v.mount_point, v.size_gb, v.appliance, v.iqn, v.lun, v.state, "
-        "v.nfs_export, v.nfs_client_mount, t.name AS target, t.address, t.port, "
+        "v.nfs_export, v.nfs_client_mount, v.chap_user, v.chap_secret, "
+        "t.name AS target, t.address, t.port, "
         "t.ssh_user, t.iscsi_port, t.host_key_fingerprint FROM vciscsi v JOIN vciscsitarget "
         "t ON t.id = v.target_id WHERE v.rack = %s ORDER BY v.mount_point", (rack,))
 
@@ -179,8 +180,8 @@ class Disks(Step):
     name = "disks"
 
     def run(self, r):
-        os.makedirs(r.cfg.virt.disk_dir, exist_ok=True)
-        os.makedirs(r.cfg.virt.console_dir, exist_ok=True)
+        disks.private_dir(r.cfg.virt.disk_dir)     # 700: the nodes' data and consoles
+        disks.private_dir(r.cfg.virt.console_dir)
         for n in r.plan.nodes:
             disks.create_cow_disk(designer.disk_path(r.cfg, n.name),
                                   r.cfg.appliance(n.appliance).image, n.disk_gb, r.ctl.execute)
@@ -201,10 +202,12 @@ class Storage(Step):
         with r.ctl.target_pool() as pool:
             for name, vs in by_target.items():
                 be = r.ctl.target_backend(pool, vs[0])
+                chap = iscsi.chap_credentials(r.ctl.db, r.cfg, vs)  # CHAP: made/stored once
                 specs = [iscsi.VolumeSpec(
                     iscsi.iqn_for(r.cfg.storage.iqn_prefix, r.rack, v["mount_point"]),
                     be.backing_for(iscsi.volume_name(r.rack, v["mount_point"],
-                                                     r.cfg.virt.name_prefix)), v["size_gb"])
+                                                     r.cfg.virt.name_prefix)), v["size_gb"],
+                    chap=chap[v["id"]])
                     for v in vs]
                 be.ensure_volumes(specs, designer.initiators(r.cfg, r.plan))
                 for v, sp in zip(vs, specs):
@@ -324,6 +327,9 @@ def boot(ctl, plan, node, own_connection=False, vols=None) -> None:
 def _boot_on(ctl, host, plan, node, vols):
     spec = node_spec(ctl, plan, node, vols)
     timeout = ctl.cfg.virt.boot_timeout
+    # the CHAP secrets its iSCSI disks name, on its host before the domain that names them
+    for usage, secret in iscsi.libvirt_secrets(ctl.cfg, node.appliance, vols):
+        host.ensure_secret(usage, secret)
     host.define(spec)
     for attempt in (1, 2):
         if attempt == 2:
@@ -358,6 +364,21 @@ START: List[Step] = [Allocate(), Dump(), Network(), Isolation(), Register(), Dis
 ##################
 # Stop           #
 ##################
+
+
+def end_now(ctl, rack, reason) -> None:
+    """End the reservation now without touching its cluster (the tick stops it once it is
+    due): a stop asked for while another process works on the rack."""
+    now = ctl.clock()
+
+    def txn(cur):
+        row = states.lock(cur, rack)
+        if aware_utc(row["end_at"]) > now:
+            cur.execute("UPDATE vcregist SET start_at = LEAST(start_at, %s), end_at = %s "
+                        "WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))
+        states.event(cur, rack, now, ctl.actor, reason, row["state"], row["state"])
+
+    ctl.db.transaction(txn)
 
 
 def begin_stop(ctl, rack, reason):
@@ -421,11 +442,16 @@ def find_domains(ctl, rack):
 
 
 class Undefine(Step):
+    """Every domain of the rack, then the CHAP secrets of its volumes on every host."""
+
     name = "undefine"
 
     def run(self, r):
         for h, d in getattr(r, "doms", None) or find_domains(r.ctl, r.rack):
             h.undefine(d)
+        for h in (r.ctl.host(x.name) for x in r.cfg.hosts):
+            for usage in h.list_secrets(iscsi.rack_secret_prefix(r.cfg, r.rack)):
+                h.remove_secret(usage)
         return ""
 
 

@@ -2,14 +2,13 @@
 
 The one place that writes targets: ``vc_ctl.py target ...`` and the "iSCSI target setup" page
 both call these (the page keeps only the form handling). Pinning a host key is an admin's
-decision: :func:`pin` stores the fingerprint the admin confirmed; :mod:`vc.storage` refuses any
+decision: :func:`pin` stores the fingerprint the admin confirmed; :mod:`vc.remote` refuses any
 other key afterwards (and an unpinned target altogether). A pinned key belongs to the machine
 that showed it: :func:`update` drops the pin when the address or the SSH port changes.
 
 A target is named by its name (``str``, the CLI) or its id (``int``, the pages).
 """
 
-import importlib
 import ipaddress
 import re
 from typing import Dict, List, Tuple, Union
@@ -141,22 +140,11 @@ def update(db, key: Key, changes: dict) -> dict:
     return db.transaction(run)
 
 
-def remote(name: str):
-    """``name`` (SSH, host keys: ``check_fingerprint``, ``probe_host_key``, ``frontend_key``)
-    from :mod:`vc.remote`, or from :mod:`vc.storage` while that move is under way."""
-    for module in ("vc.remote", "vc.storage"):
-        try:
-            m = importlib.import_module(module)
-        except ImportError:
-            continue
-        if hasattr(m, name):
-            return getattr(m, name)
-    raise ImportError("neither vc.remote nor vc.storage has %s" % name)
-
-
 def check_fingerprint(fingerprint: str) -> str:
     """``SHA256:...`` as ``ssh-keygen -l`` prints it. :raises ValueError: anything else."""
-    return remote("check_fingerprint")(fingerprint)
+    from vc import remote
+
+    return remote.check_fingerprint(fingerprint)
 
 
 def pin(db, key: Key, fingerprint: str) -> str:

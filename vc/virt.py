@@ -15,6 +15,7 @@ Node disk images are :mod:`vc.disks`; commands on a host go through :mod:`vc.rem
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ except ImportError:  # pragma: no cover - the web pages and pure unit tests run 
     libvirt = None
 
 from vc import domainxml
-from vc.domainxml import DhcpHost, DomainSpec, NetworkSpec
+from vc.domainxml import DhcpHost, DomainSpec, NetworkSpec, SecretSpec
 from vc.errors import HypervisorError, NotFound
 from vc.remote import CommandError  # noqa: F401 - tests/test_ctl.py still names virt.CommandError
 
@@ -46,6 +47,8 @@ ERR_INVALID_ARG = _lv("VIR_ERR_INVALID_ARG", 8)
 ERR_NO_DOMAIN = _lv("VIR_ERR_NO_DOMAIN", 42)
 ERR_NO_NETWORK = _lv("VIR_ERR_NO_NETWORK", 43)
 ERR_OPERATION_INVALID = _lv("VIR_ERR_OPERATION_INVALID", 55)
+ERR_NO_SECRET = _lv("VIR_ERR_NO_SECRET", 66)
+SECRET_USAGE_ISCSI = _lv("VIR_SECRET_USAGE_TYPE_ISCSI", 3)
 
 XML_INACTIVE = _lv("VIR_DOMAIN_XML_INACTIVE", 2)
 UNDEFINE_FLAGS = (_lv("VIR_DOMAIN_UNDEFINE_MANAGED_SAVE", 1)
@@ -132,6 +135,9 @@ class Host:
         self.name = name or uri
         self._opener = opener
         self._conn = None
+        # libvirt's test driver has no secret driver: a test: host keeps its secrets here
+        # (per Host, as the test driver keeps everything per connection)
+        self._test_secrets: Optional[dict] = {} if uri.startswith("test:") else None
 
     def __repr__(self):
         return "Host(%r, name=%r)" % (self.uri, self.name)
@@ -374,6 +380,88 @@ class Host:
             net.update(NET_UPDATE_DELETE, NET_SECTION_DHCP_HOST, -1, host.to_xml(),
                        self._update_flags(net))
         LOG.info("host %s: network %s: removed DHCP %s -> %s", self.name, name, host.mac, host.ip)
+        return True
+
+    ##################
+    # Secrets        #
+    ##################
+
+    @staticmethod
+    def _secret_digest(usage: str, value: str) -> str:
+        # what the secret's description says of its value, so that ensure_secret can tell an
+        # unchanged value without reading it back (a private secret's value cannot be read).
+        # 64 bits of a salted SHA-256 of a ~95-bit random secret: no help to anyone guessing it
+        return hashlib.sha256(("vc-secret\0%s\0%s" % (usage, value)).encode()).hexdigest()[:16]
+
+    def _secret_description(self, usage: str, value: str) -> str:
+        return "VC: CHAP secret of iSCSI volume %s (value digest %s)" % (
+            usage, self._secret_digest(usage, value))
+
+    def _secret(self, usage: str):
+        """The virSecret of iSCSI usage ``usage``, or None."""
+        try:
+            return self.conn.secretLookupByUsage(SECRET_USAGE_ISCSI, usage)
+        except LibvirtError as e:
+            if _code(e) == ERR_NO_SECRET:
+                return None
+            raise self._error("look up secret %s" % usage, e) from e
+
+    def list_secrets(self, prefix: str = "") -> List[str]:
+        """The usages of every iSCSI secret starting with ``prefix``, sorted."""
+        if self._test_secrets is not None:
+            return sorted(u for u in self._test_secrets if u.startswith(prefix))
+        with self._op("list secrets"):
+            usages = [sec.usageID() for sec in self.conn.listAllSecrets(0)
+                      if sec.usageType() == SECRET_USAGE_ISCSI]
+        return sorted(u for u in usages if u.startswith(prefix))
+
+    def ensure_secret(self, usage: str, value: str) -> bool:
+        """Make the persistent, private iSCSI secret ``usage`` hold ``value`` (a CHAP secret
+        QEMU logs in with: :class:`vc.domainxml.IscsiDiskSpec` ``secret_usage``). Define it
+        before the domains that name it. The value is never logged.
+
+        :returns: True if the secret was defined or its value changed.
+        """
+        if not value:
+            raise ValueError("secret %s: empty value" % usage)
+        if self._test_secrets is not None:
+            changed = self._test_secrets.get(usage) != value
+            self._test_secrets[usage] = value
+            return changed
+        description = self._secret_description(usage, value)
+        sec = self._secret(usage)
+        existed = sec is not None
+        if existed:
+            with self._op("read secret %s" % usage):
+                if SecretSpec.from_xml(sec.XMLDesc(0)).description == description:
+                    LOG.debug("host %s: secret %s is already set", self.name, usage)
+                    return False
+        with self._op("define secret %s" % usage):
+            if sec is None:
+                sec = self.conn.secretDefineXML(SecretSpec(
+                    usage, "VC: CHAP secret of iSCSI volume %s (being set)" % usage).to_xml(), 0)
+            # the value first, then the description that says which it is: a failure in between
+            # leaves a description that does not match, and the next call sets the value again
+            sec.setValue(value.encode(), 0)
+            self.conn.secretDefineXML(SecretSpec(usage, description, sec.UUIDString()).to_xml(),
+                                      0)
+        LOG.info("host %s: %s secret %s", self.name, "updated" if existed else "defined", usage)
+        return True
+
+    def remove_secret(self, usage: str) -> bool:
+        """Undefine the iSCSI secret ``usage``. :returns: False if there was none."""
+        if self._test_secrets is not None:
+            return self._test_secrets.pop(usage, None) is not None
+        sec = self._secret(usage)
+        if sec is None:
+            return False
+        try:
+            sec.undefine()
+        except LibvirtError as e:
+            if _code(e) == ERR_NO_SECRET:  # removed under us: the goal is reached anyway
+                return False
+            raise self._error("remove secret %s" % usage, e) from e
+        LOG.info("host %s: removed secret %s", self.name, usage)
         return True
 
     ##################

@@ -2,19 +2,22 @@
 port, key only, its own host key) and tgtd (portal on 127.0.0.1, a free port, its own control
 socket), started by tools/storage.sh under a throw-away VC_VAR and stopped by their pid files at
 the end. Checked from the outside with the userspace initiator tools (libiscsi's iscsi-ls and
-iscsi-readcapacity16, qemu-io over iscsi://). If the services cannot start, these tests FAIL.
+iscsi-readcapacity16, qemu-io over iscsi://; CHAP credentials go in the URL,
+``iscsi://USER%SECRET@host:port/iqn/lun``). If the services cannot start, these tests FAIL.
 """
 
+import logging
 import os
 import random
 import socket
+import stat
 import subprocess
 import time
 
 import pytest
 
 from vc import iscsi, remote
-from vc.iscsi import OutOfSpace, VolumeSpec
+from vc.iscsi import Chap, OutOfSpace, VolumeSpec
 from vc.remote import (AuthFailed, HostKeyChanged, HostKeyUnknown, RemoteCommandError,
                        TargetUnreachable)
 
@@ -110,20 +113,26 @@ def run(*argv, timeout=60):
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
 
 
-def iscsi_ls(svc):
-    r = run("iscsi-ls", "-s", "iscsi://%s" % svc.portal)
+def url(svc, iqn=None, chap=None):
+    """libiscsi's URL: with ``chap``, ``iscsi://USER%SECRET@portal/...``."""
+    who = "%s%%%s@" % (chap.user, chap.secret) if chap else ""
+    return "iscsi://%s%s/%s" % (who, svc.portal, "%s/1" % iqn if iqn else "")
+
+
+def iscsi_ls(svc, chap=None):
+    r = run("iscsi-ls", "-s", url(svc, chap=chap))
     return r.stdout if r.returncode == 0 else ""  # rc 10 when no target at all
 
 
-def capacity(svc, iqn):
-    r = run("iscsi-readcapacity16", "iscsi://%s/%s/1" % (svc.portal, iqn))
+def capacity(svc, iqn, chap=None):
+    r = run("iscsi-readcapacity16", url(svc, iqn, chap))
     assert r.returncode == 0, r.stderr
     return int(next(ln for ln in r.stdout.splitlines() if ln.startswith("Total size:"))
                .split(":")[1])
 
 
-def qemu_io(svc, iqn, cmd):
-    r = run("qemu-io", "-f", "raw", "-c", cmd, "iscsi://%s/%s/1" % (svc.portal, iqn))
+def qemu_io(svc, iqn, cmd, chap=None):
+    r = run("qemu-io", "-f", "raw", "-c", cmd, url(svc, iqn, chap))
     assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, \
         (cmd, r.stdout, r.stderr)
     return r.stdout
@@ -221,6 +230,85 @@ def test_a_failed_batch_is_continued_by_the_next_try(svc):
         assert len({t["tid"] for t in shown.values()}) == len(shown)
         for v in (a, b):
             be.remove_volume(v.iqn, v.backing)
+
+
+# -- CHAP and file modes ----------------------------------------------------------------------
+
+
+def refused(svc, iqn, chap=None):
+    """An initiator on an admitted host (127.0.0.1) without (the right) credentials: tgtd
+    refuses the login."""
+    r = run("iscsi-readcapacity16", url(svc, iqn, chap))
+    return r.returncode != 0 and "Authentication failure" in r.stderr
+
+
+def test_chap_refuses_an_initiator_without_the_credentials(svc, caplog):
+    caplog.set_level(logging.DEBUG, logger="vc")
+    chap = iscsi.new_chap()
+    wrong = Chap(chap.user, "x" + chap.secret[1:])
+    with svc.executor() as ex:
+        be = svc.backend(ex)
+        v = spec(svc, 36, "/data", 1)
+        v = VolumeSpec(v.iqn, v.backing, v.size_gb, chap)
+        assert be.ensure_volumes([v], ["127.0.0.1"]) == {v.iqn: True}
+        # the ACL admits this host, yet without CHAP nobody here gets in: not a capacity, not
+        # the LUN listing (discovery still names the target; logging in to it is what fails)
+        assert refused(svc, v.iqn) and refused(svc, v.iqn, wrong)
+        listing = iscsi_ls(svc) or run("iscsi-ls", "-s", url(svc)).stdout
+        assert "Target:%s" % v.iqn in listing
+        assert "Target:%s Portal:%s,1\nLun:" % (v.iqn, svc.portal) not in listing, listing
+        r = run("qemu-io", "-f", "raw", "-c", "read 0 512", url(svc, v.iqn))
+        assert r.returncode != 0
+        # with them: the LUN, its size, its data
+        assert capacity(svc, v.iqn, chap) == GIB
+        assert "Lun:1" in iscsi_ls(svc, chap).split("Target:%s" % v.iqn)[1]
+        qemu_io(svc, v.iqn, "write -P 0x3c 0 64k", chap)
+        qemu_io(svc, v.iqn, "read -P 0x3c 0 64k", chap)
+        # found as it is; tgtd restarts (forgets targets and accounts): made again, still CHAP
+        assert be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"], chap) is False
+        svc.tool("stop", "tgtd")
+        svc.tool("start", "tgtd")
+        assert be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"], chap) is True
+        assert refused(svc, v.iqn)
+        qemu_io(svc, v.iqn, "read -P 0x3c 0 64k", chap)
+        # new credentials replace the old ones
+        other = iscsi.new_chap()
+        assert be.ensure_volume(v.iqn, v.backing, 1, ["127.0.0.1"], other) is True
+        assert refused(svc, v.iqn, chap) and capacity(svc, v.iqn, other) == GIB
+        assert be.show()[v.iqn]["accounts"] == [other.user]
+        # removal takes the account with the target
+        assert be.remove_volume(v.iqn, v.backing) is True
+        accounts = ex.run(be.tgtadm("--mode", "account", "--op", "show"))
+        assert other.user not in accounts and chap.user not in accounts
+    # the secret went to tgtadm over SSH, but no log line shows it
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "--mode account --op new --user %s --password" % chap.user in text
+    for secret in (chap.secret, wrong.secret, other.secret):
+        assert secret not in text
+
+
+def test_lun_files_are_private(svc):
+    with svc.executor() as ex:
+        be = svc.backend(ex)
+        v = spec(svc, 37, "/data", 1)
+        # a file left by an older VC, world-readable, with its directory
+        os.makedirs(svc.backing, exist_ok=True)
+        os.chmod(svc.backing, 0o755)
+        old = spec(svc, 37, "/old", 1)
+        with open(old.backing, "wb") as f:
+            f.write(b"cluster data")
+        os.chmod(old.backing, 0o644)
+        assert be.ensure_volumes([v, old], ["127.0.0.1"]) == {v.iqn: True, old.iqn: True}
+        for path in (v.backing, old.backing):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+        assert stat.S_IMODE(os.stat(svc.backing).st_mode) == 0o700
+        # another local account cannot read a cluster's data
+        r = run("runuser", "-u", "nobody", "--", "head", "-c", "64", v.backing)
+        assert r.returncode != 0 and "Permission denied" in r.stderr, r
+        # tgtd (root) still serves them
+        assert capacity(svc, v.iqn) == GIB and capacity(svc, old.iqn) == GIB
+        for x in (v, old):
+            assert be.remove_volume(x.iqn, x.backing) is True
 
 
 # -- failures ---------------------------------------------------------------------------------

@@ -823,7 +823,8 @@ def test_test_connection_shows_key_and_pins_on_confirm(client, db, ssh_server):
     assert "Pin this host key" in r.text
     assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
         "host_key_fingerprint"] is None  # not before the user confirms
-    r = client.post("/targets/%d/pin" % tid, {"pin": fp})
+    # the page's own form: the fingerprint VC saw, signed (see test_pin_without_a_scan_...)
+    r = client.post("/targets/%d/pin" % tid, _pin_form(r.text))
     assert r.status == 303 and r.location == "/vc/targets?msg=pinned"
     assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
         "host_key_fingerprint"] == fp  # what vc.remote compares
@@ -921,7 +922,7 @@ from vc.web.app import application
 for path in sys.argv[1:]:
     env = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/vc", "PATH_INFO": path, "QUERY_STRING": "",
            "HTTP_HOST": "localhost", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
-           "SERVER_NAME": "localhost", "SERVER_PORT": "80"}
+           "SERVER_NAME": "localhost", "SERVER_PORT": "80", "REMOTE_USER": "alice"}
     out = {}
     application(env, lambda s, h: out.update(s=s))
     assert out["s"].startswith("200"), (path, out)
@@ -946,7 +947,7 @@ def test_cgi_wrapper_runs_the_app(tmp_path, migrated, db, state_dir):
            "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/vc", "PATH_INFO": "/reservations",
            "QUERY_STRING": "format=json", "SERVER_NAME": "localhost", "SERVER_PORT": "8080",
            "HTTP_HOST": "localhost:8080", "SERVER_PROTOCOL": "HTTP/1.1",
-           "PYTHONPATH": ROOT}
+           "PYTHONPATH": ROOT, "REMOTE_USER": "bob"}
     script = os.path.join(ROOT, "cgi-bin", "vc.cgi")
     code = [line for line in open(script) if line.strip() and not line.startswith("#")]
     assert len(code) == 3 and "CGIHandler" in "".join(code) and "import cgi\n" not in code
@@ -964,7 +965,7 @@ def test_wsgi_module_and_devserver_mount(tmp_path, migrated, db, state_dir, monk
     wsgi = importlib.import_module("vc.web.wsgi")
     assert wsgi.application.persistent_db
     env = {"VC_CONFIG": conf}
-    c = Client(wsgi.application)
+    c = Client(wsgi.application, user="bob")
     r = c.get("/", headers=env)
     assert r.status == 200
     r = c.get("/reservations", headers=env)  # the pooled connection is reused
@@ -1035,3 +1036,85 @@ def test_prepare_and_check_as_the_web_user(tmp_path, migrated, db):
     r = subprocess.run([sys.executable, "-m", "vc.web.prepare", "--check"], env=env,
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 1 and "500" in r.stderr and "not found" in r.stderr
+
+
+# ---------------------------------------------------------------------------- pinning (item 3)
+def _pin_form(page_text):
+    """The hidden fields of the "Pin this host key" form of a test-connection page."""
+    form = page_text.split('/pin"', 1)[1].split("</form>", 1)[0]
+    return dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form))
+
+
+def test_pin_without_a_scan_is_refused(client, db, ssh_server):
+    """A well-formed fingerprint VC never saw from the target is not pinned (before the fix any
+    ``SHA256:...`` was stored as given)."""
+    port, fp = ssh_server
+    tid = add_target(db, "local", "127.0.0.1", port)
+    for form in ({"pin": fp}, {"pin": "SHA256:" + "a" * 43},
+                 {"pin": fp, "pin_token": "1.%s" % ("0" * 64)}):
+        r = client.post("/targets/%d/pin" % tid, form)
+        assert r.status in (400, 403), r
+        assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
+            "host_key_fingerprint"] is None
+
+
+def test_pin_is_bound_to_the_address_it_was_scanned_at(client, db, ssh_server):
+    """Scan at one address, change the address, submit the old pin form: refused, no pin."""
+    port, fp = ssh_server
+    tid = add_target(db, "local", "127.0.0.1", port)
+    form = _pin_form(client.post("/targets/%d/test" % tid).text)
+    assert form["pin"] == fp and form["pin_token"]
+    r = client.post("/targets/%d/edit" % tid, {"name": "local", "address": "127.0.0.2",
+                                               "port": str(port), "ssh_user": "root",
+                                               "iscsi_port": "3260"})
+    assert r.status == 303
+    r = client.post("/targets/%d/pin" % tid, form)
+    assert r.status in (400, 403, 409) and "not pinned" in r.text
+    assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
+        "host_key_fingerprint"] is None
+    # and a signed form for another target does not pin this one
+    other = add_target(db, "other", "127.0.0.1", port)
+    form = _pin_form(client.post("/targets/%d/test" % other).text)
+    r = client.post("/targets/%d/pin" % tid, form)
+    assert r.status in (400, 403, 409)
+    assert db.query("SELECT host_key_fingerprint FROM vciscsitarget WHERE id = %s",
+                    (tid,))[0]["host_key_fingerprint"] is None
+
+
+def test_pin_rescans_and_refuses_a_changed_key(client, db, ssh_server, monkeypatch):
+    port, fp = ssh_server
+    tid = add_target(db, "local", "127.0.0.1", port)
+    form = _pin_form(client.post("/targets/%d/test" % tid).text)
+    from vc.web import testconn
+
+    # the server now shows another key (a host in between since the scan)
+    monkeypatch.setattr(testconn, "scan", lambda address, port, timeout=8.0: testconn.HostKey(
+        "ssh-ed25519", "SHA256:" + "B" * 43))
+    r = client.post("/targets/%d/pin" % tid, form)
+    assert r.status == 409 and "not pinned" in r.text and "SHA256:" + "B" * 43 in r.text
+    assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
+        "host_key_fingerprint"] is None
+    # unreachable on submit: not pinned either
+    def down(address, port, timeout=8.0):
+        raise testconn.ConnectFailed("connection refused")
+
+    monkeypatch.setattr(testconn, "scan", down)
+    r = client.post("/targets/%d/pin" % tid, form)
+    assert r.status == 409 and "not pinned" in r.text
+    assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
+        "host_key_fingerprint"] is None
+
+
+def test_pin_token_is_per_user(app, db, ssh_server):
+    port, fp = ssh_server
+    tid = add_target(db, "local", "127.0.0.1", port)
+    alice = Client(app, user="alice")  # an admin
+    form = _pin_form(alice.post("/targets/%d/test" % tid).text)
+    r = Client(app, user="root").post("/targets/%d/pin" % tid, form)
+    assert r.status in (400, 403)
+    assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
+        "host_key_fingerprint"] is None
+    r = alice.post("/targets/%d/pin" % tid, form)
+    assert r.status == 303
+    assert db.query("SELECT host_key_fingerprint FROM vciscsitarget")[0][
+        "host_key_fingerprint"] == fp

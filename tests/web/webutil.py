@@ -110,5 +110,8 @@ class Client:
         return self.request("POST", path, query, body=urlencode(data).encode(), headers=h)
 
 
-def make_app(cfg, now=NOW, user="root"):
-    return App(cfg=cfg, settings=WebSettings(user=user), clock=lambda: now)
+def make_app(cfg, now=NOW, user="root", auth="single-user"):
+    """The app on ``cfg`` at the fixed time ``now``. ``auth``: single-user (the default here,
+    so that a Client without a user acts as ``user``, root) or pam/htpasswd (the configuration's
+    default: a request without REMOTE_USER is refused)."""
+    return App(cfg=cfg, settings=WebSettings(user=user, auth=auth), clock=lambda: now)

@@ -25,10 +25,10 @@ anything a user can cause and writes its result with :meth:`Context.emit` (``--j
 """
 
 import argparse
-import getpass
 import json
 import logging
 import os
+import pwd
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +36,7 @@ from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 from vc import timeutil
 from vc.errors import UsageError, VcError
+from vc.numbers import NumberError, parse_int
 
 LOG = logging.getLogger("vc")
 
@@ -129,9 +130,39 @@ def single_parser(prog: str, description: str, name: str
 
 
 # ------------------------------------------------------------------------ what a handler gets
-def actor_name() -> str:
-    """Who is acting: the sudo caller if any, else the login name."""
-    return os.environ.get("SUDO_USER") or getpass.getuser()
+UID_MAX = 2 ** 32 - 2   # uid_t; (uid_t) -1 means "no uid"
+
+
+def identity(uid: Optional[int] = None, environ: Optional[Mapping[str, str]] = None
+             ) -> Tuple[str, bool]:
+    """Who is acting and whether with root's rights: ``(user name, root)``.
+
+    From the kernel, never from what the caller can set: the real uid (:func:`os.getuid`) and
+    its name in the user database. Only when the real uid is 0 (root, or sudo really ran) does
+    ``SUDO_UID`` name the person acting (events and ownership are theirs; the rights are
+    root's). ``SUDO_USER``, ``USER`` and ``LOGNAME`` are never read.
+
+    :param uid: the real uid (tests); default :func:`os.getuid`.
+    :param environ: the environment (tests); default :data:`os.environ`.
+    :raises VcError: the uid has no user name.
+    """
+    uid = os.getuid() if uid is None else uid
+    environ = os.environ if environ is None else environ
+    if uid == 0:
+        try:
+            caller = parse_int(environ.get("SUDO_UID", ""), "SUDO_UID", 0, UID_MAX)
+            return pwd.getpwuid(caller).pw_name, True
+        except (NumberError, KeyError):
+            pass   # no sudo, or one naming no user: root itself
+    try:
+        return pwd.getpwuid(uid).pw_name, uid == 0
+    except KeyError:
+        raise VcError("cannot tell who you are: uid %d has no user name" % uid) from None
+
+
+def actor_name(uid: Optional[int] = None, environ: Optional[Mapping[str, str]] = None) -> str:
+    """Who is acting (see :func:`identity`)."""
+    return identity(uid, environ)[0]
 
 
 def _json_default(o):
@@ -150,9 +181,11 @@ class Context:
 
     :param cfg: a parsed configuration (tests); default: :func:`vc.config.load`.
     :param now: a fixed time (tests); default: the clock when first asked.
+    :param uid: the real uid (tests); default :func:`os.getuid` (see :func:`identity`).
+    :param environ: the environment ``SUDO_UID`` is read from (tests); default ``os.environ``.
     """
 
-    def __init__(self, prog: str, args, out=None, cfg=None, now=None):
+    def __init__(self, prog: str, args, out=None, cfg=None, now=None, uid=None, environ=None):
         self.prog = prog
         self.args = args
         self.out = out or sys.stdout
@@ -161,6 +194,9 @@ class Context:
         self._db = None
         self._schema_checked = False
         self._now = now
+        self._uid = os.getuid() if uid is None else uid
+        self._environ = os.environ if environ is None else environ
+        self._identity = None
 
     # -------------------------------------------------------------- configuration, database
     def config(self, quiet: bool = False, verbose: bool = False):
@@ -204,11 +240,15 @@ class Context:
 
     @property
     def who(self) -> str:
-        return actor_name()
+        """The user acting: the real uid's name (the sudo caller's when root runs under sudo)."""
+        if self._identity is None:
+            self._identity = identity(self._uid, self._environ)
+        return self._identity[0]
 
     @property
     def root(self) -> bool:
-        return os.geteuid() == 0
+        """The real uid is 0 (root, or under sudo); never anything the environment says."""
+        return self._uid == 0
 
     @property
     def admin(self) -> bool:
@@ -218,6 +258,16 @@ class Context:
     def require_root(self, message: str) -> None:
         if not self.root:
             raise VcError(message)
+
+    def require_admin(self, message: str) -> None:
+        if not self.admin:
+            raise VcError(message)
+
+    def require_owner(self, owner: str, what: str) -> None:
+        """Only ``owner`` or an admin: ``what`` says what belongs to ``owner``."""
+        if owner != self.who and not self.admin:
+            raise VcError("%s belongs to %s; only its owner or an admin may see or change it"
+                          % (what, owner))
 
     def ctl(self, **kw):
         """A :class:`vc.ctl.Ctl` acting as this user; progress lines go to the log, and to
@@ -257,13 +307,18 @@ class Context:
 
     def rack(self, s) -> int:
         """A RACK argument: a positive integer (else a usage error)."""
+        return self.number(s, "RACK must be a positive integer up to %d" % RACK_MAX, 1, RACK_MAX)
+
+    def number(self, s, message: str, lo: int, hi: int) -> int:
+        """A numeric argument that is a usage error when bad (:func:`vc.numbers.parse_int`:
+        ASCII digits only, bounded length): ``message``, then what was given."""
         try:
-            v = int(s)
-        except ValueError:
-            raise self.usage("RACK must be a positive integer, got %r" % (s,)) from None
-        if v < 1 or v > 2 ** 31:
-            raise self.usage("RACK must be a positive integer, got %r" % (s,))
-        return v
+            return parse_int(s, message, lo, hi)
+        except NumberError as e:
+            raise self.usage("%s, got %s" % (message, e.shown)) from None
+
+
+RACK_MAX = 2 ** 32 - 1   # vcregist.rack INT UNSIGNED
 
 
 # ------------------------------------------------------------------------ logging
@@ -325,7 +380,7 @@ def _dispatch(parser, argv, context, out, **ctx_kw) -> int:
 
 def runcli(parser_builder, commands: Mapping[str, Command], argv: Optional[Sequence[str]] = None,
            *, context: Optional[Callable[..., Context]] = None, log_errors: bool = False,
-           out=None) -> int:
+           out=None, **ctx_kw) -> int:
     """Run one command line; returns the exit code and raises nothing a user could cause.
 
     A :class:`~vc.errors.VcError` becomes one line on stderr (``PROG: message``; the prefix
@@ -334,12 +389,13 @@ def runcli(parser_builder, commands: Mapping[str, Command], argv: Optional[Seque
 
     :param log_errors: also log a ``VcError`` (the tick: cron mails stderr, the log keeps it),
         when the log is not stderr itself.
+    :param ctx_kw: for the :class:`Context` (tests: ``cfg``, ``now``, ``uid``, ``environ``).
     """
     argv = sys.argv[1:] if argv is None else argv
     parser = parser_builder(commands)
     prog = parser.prog
     try:
-        return _dispatch(parser, argv, context, out)
+        return _dispatch(parser, argv, context, out, **ctx_kw)
     except VcError as e:
         msg = str(e)
         if log_errors and _log_is_not_stderr():
@@ -360,5 +416,5 @@ def runcli(parser_builder, commands: Mapping[str, Command], argv: Optional[Seque
 
 
 __all__ = ["Command", "Context", "Parser", "actor_name", "add_arguments", "add_commands", "arg",
-           "dispatch", "emit_json", "runcli", "setup_logging", "single_parser",
+           "dispatch", "emit_json", "identity", "runcli", "setup_logging", "single_parser",
            "subcommand_parser"]

@@ -11,6 +11,8 @@ PROG = "vc_cron.py"
 
 
 def tick(ctx, args):
+    # it starts and stops clusters on the hosts: root's work (as vc_ctl start/stop)
+    ctx.require_root("only root may run the tick (it starts and stops clusters)")
     cfg = ctx.config(quiet=True, verbose=args.verbose)
     db = ctx.db
     clock = timeutil.utcnow
@@ -48,5 +50,6 @@ COMMANDS = {
 build_parser = single_parser(PROG, "", "tick")
 
 
-def main(argv=None) -> int:
-    return runcli(build_parser, COMMANDS, argv, log_errors=True)
+def main(argv=None, **ctx_kw) -> int:
+    """The program. ``ctx_kw`` (tests): ``cfg``, ``uid``, ``environ``, ``out``."""
+    return runcli(build_parser, COMMANDS, argv, log_errors=True, **ctx_kw)

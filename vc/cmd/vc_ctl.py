@@ -10,9 +10,10 @@ subcommand is one entry there and one ``handler(ctx, args)`` function (see :mod:
 import os
 import sys
 
-from vc import designer, keys, reservations, sshkeys, timeutil
+from vc import keys, remote, reservations, sshkeys, timeutil
 from vc.cmd import Command, Context, arg, dispatch, runcli, subcommand_parser
 from vc.errors import VcError
+from vc.numbers import parse_int
 
 PROG = "vc_ctl.py"
 CRON_FILE = "/etc/cron.d/vc"
@@ -117,9 +118,10 @@ def list_(ctx, args):
 def show(ctx, args):
     rack = ctx.rack(args.rack)
     r = reservations.get(ctx.db, rack)
+    ctx.require_owner(r["owner"], "reservation %d" % rack)
     r["actions"] = reservations.allowed_actions(r, ctx.now, ctx.who, ctx.cfg.site.admins,
                                                 root=ctx.root)
-    r["login"] = designer.login(ctx.cfg, r)
+    r["login"] = reservations.login(ctx.cfg, r)
     if not keys.list_keys(ctx.db, r["owner"]):
         r["no_key"] = NO_KEY % r["owner"]
     return ctx.emit(r, lambda out: print_show(r, ctx.cfg, out))
@@ -175,7 +177,12 @@ def stop(ctx, args):
     ctl = ctx.ctl()
     if args.dry_run:
         return stop_preview(ctx, ctl, rack)
-    return _changed(ctx, rack, ctl.stop(rack, "stop by " + ctx.who))
+    # a start under way holds the rack: the stop is recorded at once, carried out when the
+    # start ends (waiting up to STOP_WAIT s here), else by the next tick
+    return _changed(ctx, rack, ctl.stop(rack, "stop by " + ctx.who, wait=STOP_WAIT))
+
+
+STOP_WAIT = 180
 
 
 def start_preview(ctx, ctl, rack):
@@ -210,19 +217,24 @@ def stop_preview(ctx, ctl, rack):
 
 
 def status(ctx, args):
+    rack = None if args.rack is None else ctx.rack(args.rack)
+    ctx.require_root("status: only root may ask the hosts' libvirt for the nodes' state")
     ctl = ctx.ctl()
-    rows = ctl.status() if args.rack is None else ctl.status(ctx.rack(args.rack))
+    rows = ctl.status() if rack is None else ctl.status(rack)
     return ctx.emit(rows, lambda out: print_status(rows, out))
 
 
 def dump(ctx, args):
     rack = ctx.rack(args.rack)
+    ctx.require_owner(reservations.get(ctx.db, rack)["owner"], "reservation %d" % rack)
     text = ctx.ctl().dump(rack)
     return ctx.emit({"rack": rack, "dump": text}, text)
 
 
 # ------------------------------------------------------------------------ db, cron
 def db(ctx, args):
+    if args.action == "upgrade":
+        ctx.require_root("db upgrade: only root may change the database schema")
     d = ctx.database(schema=False)
     if args.action == "upgrade":
         applied = d.upgrade(ctx.now)
@@ -246,11 +258,17 @@ def cron(ctx, args):
     ctx.require_root("cron %s: only root may change %s" % (args.action, args.file))
     if args.action == "install":
         tmp = args.file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("# VC: start and stop reserved virtual clusters on time (vc_ctl.py cron)\n")
-            f.write(cron_line())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, args.file)
+        try:
+            with open(tmp, "w") as f:
+                f.write("# VC: start and stop reserved virtual clusters on time (vc_ctl.py "
+                        "cron)\n")
+                f.write(cron_line())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, args.file)
+        except OSError as e:
+            if os.path.isfile(tmp):
+                os.unlink(tmp)
+            raise VcError("cron install: cannot write %s: %s" % (args.file, e.strerror)) from None
         out.write("installed %s: %s" % (args.file, cron_line()))
     else:
         try:
@@ -258,6 +276,9 @@ def cron(ctx, args):
             out.write("removed %s\n" % args.file)
         except FileNotFoundError:
             out.write("%s was not installed\n" % args.file)
+        except OSError as e:
+            raise VcError("cron uninstall: cannot remove %s: %s" % (args.file, e.strerror)) \
+                from None
     return 0
 
 
@@ -270,15 +291,15 @@ def _target_admin(ctx, action):
 def target_list(ctx, args):
     from vc import targets
 
+    ctx.require_admin("target list: only an admin may see the iSCSI targets")
     rows = targets.list_all(ctx.db)
     return ctx.emit(rows, lambda out: print_targets(rows, out))
 
 
 def target_key(ctx, args):
-    from vc import targets
 
     ctx.require_root("target key: only root may create or read the frontend's key")
-    _, pub = targets.remote("frontend_key")(ctx.cfg.site.state_dir)
+    _, pub = remote.frontend_key(ctx.cfg.site.state_dir)
     return ctx.emit({"public_key": pub}, pub + "\n")
 
 
@@ -286,8 +307,9 @@ def target_add(ctx, args):
     from vc import targets
 
     _target_admin(ctx, "add")
-    tid = targets.add(ctx.db, {"name": args.name, "address": args.address, "port": args.port,
-                               "ssh_user": args.ssh_user, "iscsi_port": args.iscsi_port}, ctx.now)
+    tid = targets.add(ctx.db, {"name": args.name, "address": args.address,
+                               "port": _port(args.port, "SSH port"), "ssh_user": args.ssh_user,
+                               "iscsi_port": _port(args.iscsi_port, "iSCSI port")}, ctx.now)
     return ctx.emit({"id": tid, "name": args.name},
                     "target %s added; check and pin its host key: %s target trust %s\n"
                     % (args.name, PROG, args.name))
@@ -299,6 +321,9 @@ def target_update(ctx, args):
     _target_admin(ctx, "update")
     changes = {k: getattr(args, k) for k in ("address", "port", "ssh_user", "iscsi_port")
                if getattr(args, k) is not None}
+    for k, what in (("port", "SSH port"), ("iscsi_port", "iSCSI port")):
+        if k in changes:
+            changes[k] = _port(changes[k], what)
     if not changes:
         raise ctx.usage("target update: give at least one of --address, --port, --user, "
                         "--iscsi-port")
@@ -308,6 +333,12 @@ def target_update(ctx, args):
         text = ("target %s updated; its pinned host key was dropped (a new address or port): "
                 "check and pin it again: %s target trust %s\n" % (args.name, PROG, args.name))
     return ctx.emit(r, text)
+
+
+def _port(value, what) -> str:
+    """A port argument (ASCII digits, 1-65535), as the text vc.targets validates and stores.
+    :raises ValidationError: ``SSH port must be a whole number from 1 to 65535, got ...``."""
+    return str(parse_int(value, what, 1, 65535))
 
 
 def target_remove(ctx, args):
@@ -330,7 +361,7 @@ def target_trust(ctx, args):
         except ValueError as e:
             raise ctx.usage("--fingerprint: %s" % e) from None
     t = targets.get(ctx.db, args.name)
-    ktype, fp = targets.remote("probe_host_key")(t["address"], t["port"],
+    ktype, fp = remote.probe_host_key(t["address"], t["port"],
                                                  ctx.cfg.storage.connect_timeout, name=t["name"])
     if want is not None:
         if want != fp:
@@ -375,7 +406,9 @@ def key_add(ctx, args):
 
 
 def key_list(ctx, args):
-    rows = keys.list_keys(ctx.db, None if (args.all and ctx.admin) else _owner(ctx, args))
+    if args.all:
+        ctx.require_admin("key list --all: only an admin may list everyone's keys")
+    rows = keys.list_keys(ctx.db, None if args.all else _owner(ctx, args))
 
     def text(out):
         for k in rows:
@@ -385,9 +418,7 @@ def key_list(ctx, args):
 
 
 def key_remove(ctx, args):
-    if not (args.id.isascii() and args.id.isdigit() and 0 < len(args.id) < 10):
-        raise ctx.usage("ID must be a key number (vc_ctl.py key list), got %r" % args.id)
-    key_id = int(args.id)
+    key_id = ctx.number(args.id, "ID must be a key number (vc_ctl.py key list)", 1, 2 ** 32 - 1)
     keys.remove(ctx.db, key_id, ctx.who, ctx.admin)
     return ctx.emit({"id": key_id, "removed": True}, "key %d removed\n" % key_id)
 
@@ -484,10 +515,12 @@ def context(prog, args, out=None, **kw) -> Context:
     return ctx
 
 
-def run(argv, now=None, out=None, cfg=None) -> int:
+def run(argv, now=None, out=None, cfg=None, uid=None, environ=None) -> int:
     """Run one command; raises what it raises (tests; :func:`main` is the program)."""
-    return dispatch(build_parser, COMMANDS, argv, context=context, out=out, now=now, cfg=cfg)
+    return dispatch(build_parser, COMMANDS, argv, context=context, out=out, now=now, cfg=cfg,
+                    uid=uid, environ=environ)
 
 
-def main(argv=None) -> int:
-    return runcli(build_parser, COMMANDS, argv, context=context)
+def main(argv=None, **ctx_kw) -> int:
+    """The program. ``ctx_kw`` (tests): ``cfg``, ``now``, ``out``, ``uid``, ``environ``."""
+    return runcli(build_parser, COMMANDS, argv, context=context, **ctx_kw)

@@ -32,5 +32,6 @@ COMMANDS = {
 build_parser = single_parser(PROG, "", "vlan")
 
 
-def main(argv=None) -> int:
-    return runcli(build_parser, COMMANDS, argv)
+def main(argv=None, **ctx_kw) -> int:
+    """The program. ``ctx_kw`` (tests): ``cfg``, ``uid``, ``environ``, ``out``."""
+    return runcli(build_parser, COMMANDS, argv, **ctx_kw)

@@ -6,8 +6,10 @@ Every request:
 
 1. must name a loopback ``Host`` (users come in through an SSH port-forward; this stops DNS
    rebinding);
-2. gets a user: ``REMOTE_USER`` when the web server authenticated one ("users are known"), else
-   the configured single-user name (``[web] user``);
+2. gets a user: ``REMOTE_USER``, which the web server sets when it authenticated someone
+   (``[web] auth = pam`` or ``htpasswd``, the default: a request without it is refused with 403,
+   never served as a default user); only with an explicit ``[web] auth = single-user`` does a
+   request without it act as ``[web] user``, and every page then says so;
 3. if it is a POST: must not come from another site (``Origin``/``Referer``) and must carry the
    form's CSRF token (:mod:`vc.web.security`);
 4. never shows a traceback: an unexpected error is logged with a reference id, which is all the
@@ -24,18 +26,26 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote, urlencode
 
 from vc import timeutil
-from vc.errors import ConfigError, DatabaseError, NotFound, SchemaError, VcError
+from vc.errors import (ConfigError, DatabaseError, NotFound, SchemaError, ValidationError,
+                       VcError)
 from vc.web import security
 
 LOG = logging.getLogger("vc.web")
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATES = os.path.join(CHECKOUT, "templates")
 MAX_BODY = 64 * 1024
+# Apache's own limit (LimitRequestBody in tools/web.sh and etc/apache-vc.conf): a larger body is
+# answered 413 by Apache before the CGI reads any of it; up to this the app drains it itself
+APACHE_MAX_BODY = 1024 * 1024
+MAX_ID = 2 ** 31 - 1  # racks, target and key ids are INT columns
+# what REMOTE_USER may be: vc.config's user names (letters, digits, . _ @ -; at most 64, the
+# owner column): Kerberos principals (alice@EXAMPLE.ORG) included
+USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
 
 STATUS = {200: "OK", 201: "Created", 303: "See Other", 304: "Not Modified", 400: "Bad Request",
-          403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-          413: "Payload Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
-          500: "Internal Server Error", 503: "Service Unavailable"}
+          401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+          409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",
+          421: "Misdirected Request", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 SECURITY_HEADERS = [
     # no scripts at all; inline CSS only; forms only to ourselves; never framed (clickjacking)
@@ -53,21 +63,21 @@ ROUTES: List[Tuple[Tuple[str, ...], str, str]] = [
     (("GET",), r"/", "vc.web.views:menu"),
     (("GET",), r"/targets", "vc.web.targets:index"),
     (("POST",), r"/targets/add", "vc.web.targets:add"),
-    (("GET", "POST"), r"/targets/(?P<tid>\d{1,9})/edit", "vc.web.targets:edit"),
-    (("POST",), r"/targets/(?P<tid>\d{1,9})/delete", "vc.web.targets:delete"),
-    (("POST",), r"/targets/(?P<tid>\d{1,9})/test", "vc.web.targets:test"),
-    (("POST",), r"/targets/(?P<tid>\d{1,9})/pin", "vc.web.targets:pin"),
+    (("GET", "POST"), r"/targets/(?P<tid>[^/]+)/edit", "vc.web.targets:edit"),
+    (("POST",), r"/targets/(?P<tid>[^/]+)/delete", "vc.web.targets:delete"),
+    (("POST",), r"/targets/(?P<tid>[^/]+)/test", "vc.web.targets:test"),
+    (("POST",), r"/targets/(?P<tid>[^/]+)/pin", "vc.web.targets:pin"),
     (("GET", "POST"), r"/register", "vc.web.views:register"),
     (("GET",), r"/reservations", "vc.web.views:reservations"),
-    (("GET",), r"/reservations/(?P<rack>\d{1,9})", "vc.web.views:reservation"),
-    (("POST",), r"/reservations/(?P<rack>\d{1,9})/(?P<action>delete|stop|extend)",
+    (("GET",), r"/reservations/(?P<rack>[^/]+)", "vc.web.views:reservation"),
+    (("POST",), r"/reservations/(?P<rack>[^/]+)/(?P<action>delete|stop|extend)",
      "vc.web.views:action"),
     (("GET",), r"/timeline", "vc.web.timeline:page"),
     (("GET",), r"/timeline\.svg", "vc.web.timeline:svg"),
     (("GET",), r"/tables", "vc.web.views:tables"),
     (("GET",), r"/keys", "vc.web.keys:index"),
     (("POST",), r"/keys", "vc.web.keys:add"),
-    (("POST",), r"/keys/(?P<kid>\d{1,9})/delete", "vc.web.keys:delete"),
+    (("POST",), r"/keys/(?P<kid>[^/]+)/delete", "vc.web.keys:delete"),
 ]
 _COMPILED = [(m, re.compile(p + r"\Z"), h) for m, p, h in ROUTES]
 
@@ -112,9 +122,23 @@ class Request:
             self.query.setdefault(k, v)
             self.query_lists.setdefault(k, []).append(v)
         remote = (environ.get("REMOTE_USER") or "").strip()
-        self.users_known = bool(remote)
-        self.user = remote or settings.user
-        self.admin = self.user in cfg.site.admins
+        # single_user: nobody is authenticated and everyone acts as [web] user (explicit only)
+        self.single_user = settings.auth == "single-user" and not remote
+        self.users_known = not self.single_user
+        self.user = remote if remote else (settings.user if self.single_user else "")
+        # why this request may not be served (checked before routing), or None
+        self.auth_problem: Optional[str] = None
+        if not self.single_user and not remote:
+            self.auth_problem = (
+                "nobody is signed in: the web server must authenticate you ([web] auth = %s; "
+                "see etc/apache-vc.conf), or the administrator may set [web] auth = single-user"
+                % settings.auth)
+        elif remote and not USER_RE.match(remote):
+            self.user = ""
+            self.auth_problem = ("the web server signed you in as %r, which is not a user name "
+                                 "VC can use (letters, digits, . _ @ -; at most 64)"
+                                 % remote[:80])
+        self.admin = bool(self.user) and self.user in cfg.site.admins
         self.now = app.clock()
         self._form: Optional[Dict[str, str]] = None
         self._db = None
@@ -173,6 +197,14 @@ class Request:
     def may_change(self, owner: str) -> bool:
         return self.admin or owner == self.user
 
+    def number(self, name: str, default, lo: int, hi: int):
+        """The query parameter ``name`` as a whole number in ``[lo, hi]`` (``default`` when it is
+        absent or empty). :raises HTTPError: 400 naming the parameter."""
+        raw = self.query.get(name, "")
+        if raw == "":
+            return default
+        return number(raw, name, lo, hi)
+
     @property
     def csrf_token(self) -> str:
         if self._token is None:
@@ -216,6 +248,16 @@ class Request:
 
     def json(self, obj, status=200) -> Response:
         return Response(to_json(obj), status, "application/json; charset=utf-8")
+
+
+def number(value, what: str, lo: int, hi: int) -> int:
+    """:func:`vc.numbers.parse_int`, a bad value answered with HTTP 400 and its message."""
+    from vc.numbers import parse_int
+
+    try:
+        return parse_int(value, what, lo, hi)
+    except ValidationError as e:
+        raise HTTPError(400, "; ".join(e.errors.values())) from None
 
 
 def to_json(obj) -> str:
@@ -319,6 +361,9 @@ class App:
             security.check_host(environ)
             cfg, settings = self.config(environ)
             req = Request(self, environ, cfg, settings)
+            if req.auth_problem:
+                LOG.warning("refused %s %s: %s", req.method, req.path, req.auth_problem)
+                raise HTTPError(403, req.auth_problem)
             handler, kwargs = self.route(req)
             if req.method == "POST":
                 security.check_origin(environ)

@@ -9,7 +9,7 @@ pasted private key is never shown back (the text area comes back empty).
 from typing import Optional
 
 from vc import keys, sshkeys
-from vc.web.app import HTTPError, redirect
+from vc.web.app import MAX_ID, HTTPError, number, redirect
 
 FIELD_MAX = 20000  # the form's textarea; sshkeys refuses anything over 16 KiB in words
 NO_KEY_WARNING = ("you have no SSH key: you will not be able to log in to your cluster — add "
@@ -65,12 +65,13 @@ def add(req):
 
 
 def delete(req, kid):
+    kid = number(kid, "key id", 1, MAX_ID)
     try:
-        keys.remove(req.db, int(kid), req.user, req.admin)
+        keys.remove(req.db, kid, req.user, req.admin)
     except keys.NotOwner as e:
         raise HTTPError(403, str(e)) from None
     if req.wants_json:
-        return req.json({"deleted": int(kid)})
+        return req.json({"deleted": kid})
     return redirect(req.url("/keys", msg="key-removed"))
 
 

@@ -9,8 +9,9 @@
   www-data): the pages need the database password in it, and nobody else does.
 
 ``python -m vc.web.prepare --check [PATH]`` (as the web user): serves one GET of ``PATH`` (default
-``/``) in-process and exits 0 on HTTP 200, else prints why. It also fills the template cache
-(``VC_WEB_CACHE``) as that user.
+``/``) in-process, as Apache would for the signed-in user ``--user`` (default
+:data:`CHECK_USER`; authenticated pages refuse a request without one), and exits 0 on HTTP 200,
+else prints why. It also fills the template cache (``VC_WEB_CACHE``) as that user.
 """
 
 import argparse
@@ -45,13 +46,18 @@ def prepare(cfg, group=None):
             "config": cfg.path}
 
 
-def check(path="/"):
+CHECK_USER = "vc-web-check"
+
+
+def check(path="/", user=CHECK_USER):
     from vc.web.app import App
 
     environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/vc", "PATH_INFO": path,
                "QUERY_STRING": "", "SERVER_NAME": "localhost", "SERVER_PORT": "80",
                "HTTP_HOST": "localhost", "wsgi.url_scheme": "http",
                "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr}
+    if user:
+        environ["REMOTE_USER"] = user
     out = {}
 
     def start_response(status, headers):
@@ -74,13 +80,15 @@ def main(argv=None):
     ap.add_argument("--group", help="the web server's group (e.g. www-data)")
     ap.add_argument("--check", metavar="PATH", nargs="?", const="/",
                     help="serve one GET as this user and report")
+    ap.add_argument("--user", default=CHECK_USER,
+                    help="the REMOTE_USER of that GET (default %(default)s)")
     ap.add_argument("config", nargs="?", help="configuration file (default: $VC_CONFIG)")
     args = ap.parse_args(argv)
     if args.config:
         os.environ["VC_CONFIG"] = args.config
     try:
         if args.check:
-            return check(args.check)
+            return check(args.check, args.user)
         done = prepare(vconfig.load(), args.group)
     except (VcError, OSError, KeyError) as e:
         sys.stderr.write("vc.web.prepare: %s\n" % e)

@@ -82,7 +82,7 @@ def check_token(secret: bytes, user: str, token: str, now: Optional[float] = Non
     if not token:
         return "the form has no security token"
     issued, _, mac = token.partition(".")
-    if not issued.isdigit() or len(mac) != 64:
+    if not (issued.isascii() and issued.isdigit() and len(issued) <= 12) or len(mac) != 64:
         return "the form's security token is malformed"
     want = hmac.new(secret, ("csrf|%s|%s" % (user, issued)).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(want, mac):
@@ -90,6 +90,41 @@ def check_token(secret: bytes, user: str, token: str, now: Optional[float] = Non
     age = now - int(issued)
     if age > TOKEN_TTL or age < -300:
         return "the form is too old (security token expired); load the page again"
+    return None
+
+
+SIGNED_TTL = 15 * 60  # a signed value (e.g. a scanned host key) is good for a quarter hour
+
+
+def _signature(secret: bytes, purpose: str, user: str, values, issued: str) -> str:
+    # each value length-prefixed: ("a|b", "c") and ("a", "b|c") sign differently
+    text = "%s|%s|%s|%s" % (purpose, len(user), user, issued) + "".join(
+        "|%d:%s" % (len(v), v) for v in (str(x) for x in values))
+    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(secret: bytes, purpose: str, user: str, values, now: Optional[float] = None) -> str:
+    """A token ``<issued>.<hmac>`` saying: the server itself gave ``user`` these ``values`` for
+    ``purpose`` (e.g. ``pin``: the target id, its address and port and the host key fingerprint
+    VC scanned there). It goes into a hidden form field beside the values; :func:`check_signed`
+    tells whether the values came back unchanged, for the same user, within
+    :data:`SIGNED_TTL`."""
+    issued = str(int(now if now is not None else time.time()))
+    return "%s.%s" % (issued, _signature(secret, purpose, user, values, issued))
+
+
+def check_signed(secret: bytes, purpose: str, user: str, values, token: str,
+                 now: Optional[float] = None, ttl: int = SIGNED_TTL) -> Optional[str]:
+    """None when ``token`` is :func:`sign`'s for exactly these values, else the reason."""
+    now = now if now is not None else time.time()
+    issued, _, mac = (token or "").partition(".")
+    if not (issued.isascii() and issued.isdigit() and len(issued) <= 12) or len(mac) != 64:
+        return "the form does not carry what VC saw (no valid signature)"
+    if not hmac.compare_digest(_signature(secret, purpose, user, values, issued), mac):
+        return "the form's values are not the ones VC gave you"
+    age = now - int(issued)
+    if age > ttl or age < -300:
+        return "the form is too old; do it again"
     return None
 
 

@@ -3,7 +3,12 @@
 ::
 
     [web]
-    # who acts when Apache does not authenticate (no REMOTE_USER): single-user mode
+    # pam | htpasswd: Apache authenticates, the pages act as REMOTE_USER (required);
+    # single-user: nobody is authenticated, everyone acts as [web] user
+    auth = pam
+    # the password file of auth = htpasswd (empty: <state_dir>/web/htpasswd)
+    htpasswd =
+    # who acts in single-user mode
     user = root
     # the demo Apache's port on 127.0.0.1 (tools/web.sh); users forward a local port to it
     port = 8080
@@ -17,6 +22,8 @@ anything else is set up (``python -m vc.web.settings --get port FILE``). Every p
 """
 
 from __future__ import annotations
+
+import os
 
 from vc import config as vconfig
 from vc.config import Web as WebSettings  # WebSettings() = the defaults
@@ -46,6 +53,19 @@ def for_config(cfg) -> WebSettings:
     return cfg.web
 
 
+def htpasswd_path(settings: WebSettings, state_dir: str) -> str:
+    """The password file of ``auth = htpasswd``: ``[web] htpasswd``, else
+    ``<state_dir>/web/htpasswd``."""
+    return settings.htpasswd or os.path.join(state_dir, "web", "htpasswd")
+
+
+def _state_dir(path: str) -> str:
+    """``[site] state_dir`` of the file as written (its default when absent)."""
+    cp = vconfig.read(path)
+    default = {f.name: f.default for f in vconfig.keys(vconfig.Site)}["state_dir"]
+    return cp.get("site", "state_dir", fallback=default).strip() or default
+
+
 def main(argv=None):
     """``python -m vc.web.settings [--get KEY] [FILE]``: print the settings (for tools/web.sh)."""
     import sys
@@ -67,7 +87,10 @@ def main(argv=None):
         if key not in KEYS:
             sys.stderr.write("unknown [web] key %r (known: %s)\n" % (key, ", ".join(KEYS)))
             return 2
-        print(getattr(s, key))
+        if key == "htpasswd":  # resolved: what Apache's AuthUserFile names
+            print(htpasswd_path(s, _state_dir(path)))
+        else:
+            print(getattr(s, key))
     else:
         for k in KEYS:
             print("%s = %s" % (k, getattr(s, k)))

@@ -11,6 +11,7 @@ Three parts share one time axis:
 The geometry is computed here; ``templates/timeline_svg.html`` only draws it.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Dict, List, Tuple
@@ -48,16 +49,12 @@ class Held:
     booking: admission.Booking
 
 
-def _params(req):
-    def num(name, default, lo, hi):
-        raw = req.query.get(name, "")
-        if raw == "":
-            return default
-        if not raw.isdigit() or not lo <= int(raw) <= hi:
-            raise HTTPError(400, "%s must be a whole number from %d to %d, got %r"
-                            % (name, lo, hi, raw[:20]))
-        return int(raw)
+FROM_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")  # ASCII digits: strptime takes others
+FROM_YEARS = 10  # how far from today "from" may be
 
+
+def _params(req):
+    num = req.number  # ASCII digits, bounded, range-checked; else 400 naming the parameter
     cfg = req.cfg
     p = {"days": num("days", 7, 1, 31),
          "gateways": num("gateways", 1, 1, cfg.limits.max_gateways),
@@ -70,9 +67,14 @@ def _params(req):
     today = req.now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
     if raw:
         try:
+            if not FROM_RE.match(raw):
+                raise ValueError(raw)
             day = datetime.strptime(raw, "%Y-%m-%d")
         except ValueError:
             raise HTTPError(400, "from must be a date like 2026-12-01, got %r" % raw[:20]) from None
+        if abs(day - today.replace(tzinfo=None)) > timedelta(days=366 * FROM_YEARS):
+            raise HTTPError(400, "from must be within %d years of today, got %s"
+                            % (FROM_YEARS, raw))
         start = day.replace(tzinfo=tz)
     else:
         start = today

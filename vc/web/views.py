@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from vc import states
 from vc.errors import CapacityError, NotFound, ValidationError, VcError
-from vc.web.app import HTTPError, Response, redirect
+from vc.web.app import MAX_ID, HTTPError, Response, number, redirect
 
 PAGE_SIZE = 20  # like Horizon's (the Blazar dashboard) default page
 VOLUME_ROWS_MAX = 8
@@ -21,8 +21,8 @@ SHOWS = ("all", "current", "mine")
 
 # every table "Show all tables" may list; names are never taken from the request
 DEBUG_TABLES = ("vcregist", "vcresource", "vciscsi", "vciscsitarget", "vcnode", "vcevent",
-                "vchost", "vcalloc", "vccounter", "schema_version", "memberships", "nodes",
-                "networks")
+                "vchost", "vcalloc", "vccounter", "vcsshkey", "schema_version", "memberships",
+                "nodes", "networks")
 
 MESSAGES = {
     "created": "Reserved: rack {rack}.",
@@ -40,11 +40,26 @@ MESSAGES = {
 
 def flash(req) -> Optional[str]:
     """The one-line result of the last action, from ``?msg=CODE&rack=N`` (known codes only)."""
+    rack = req.number("rack", None, 1, MAX_ID)  # a bad one is a 400, whatever the message
     text = MESSAGES.get(req.query.get("msg", ""))
     if not text:
         return None
-    rack = req.query.get("rack", "")
-    return text.format(rack=int(rack) if rack.isdigit() else "?")
+    return text.format(rack=rack if rack is not None else "?")
+
+
+def _key_warning(req, owner: str) -> Optional[str]:
+    """The "no SSH key" warning for a booking of ``owner`` (shown to the owner, and to an
+    admin in words about the owner), else None. A booking without a key is still accepted."""
+    from vc.web.keys import NO_KEY_WARNING, no_key_warning
+
+    if not (owner == req.user or req.admin):
+        return None
+    if no_key_warning(req, owner) is None:
+        return None
+    if owner == req.user:
+        return NO_KEY_WARNING
+    return ("%s has no SSH key: they will not be able to log in to the cluster — they can add "
+            "one on My SSH keys" % owner)
 
 
 # ------------------------------------------------------------------------ menu
@@ -61,6 +76,9 @@ def menu(req):
          "about": "every reservation with its nodes; delete, stop now, extend", "admin": False},
         {"title": "Timeline", "path": "/timeline",
          "about": "reservations over the next days against capacity: when does a cluster fit?",
+         "admin": False},
+        {"title": "My SSH keys", "path": "/keys",
+         "about": "the public keys that let you log in to your clusters' nodes as root",
          "admin": False},
         {"title": "Show all tables", "path": "/tables", "about": "the raw tables, for debugging",
          "admin": True},
@@ -114,10 +132,11 @@ FIELDS = ("start", "end", "gateways", "computes", "gateway_memory_mb", "gateway_
 
 
 def _register_page(req, values, errors=None, refusal=None, status=200):
+    owner = values.get("owner") or req.user
     data = {"fields": values, "errors": errors or {}, "refusal": refusal,
             "limits": _limits(req.cfg), "targets": _targets(req),
             "volume_rows": _volume_rows(req.cfg), "timezone": req.cfg.site.timezone,
-            "csrf_token": req.csrf_token}
+            "csrf_token": req.csrf_token, "key_warning": _key_warning(req, owner[:64])}
     return req.page("register.html", data, status)
 
 
@@ -159,7 +178,8 @@ def register(req):
     except CapacityError as e:
         return _register_page(req, values, refusal=str(e), status=409)
     if req.wants_json:
-        return req.json({"rack": rack, "url": req.url("/reservations/%d" % rack)}, 201)
+        return req.json({"rack": rack, "url": req.url("/reservations/%d" % rack),
+                         "key_warning": _key_warning(req, fields["owner"])}, 201)
     return redirect(req.url("/reservations", msg="created", rack=rack) + "#rack-%d" % rack)
 
 
@@ -257,8 +277,9 @@ def _fetch(req, show, page):
         with_nodes = [r[0] for r in rows if r[10]]
         with_vols = [r[0] for r in rows if r[11]]
         if with_nodes:
-            cur.execute("SELECT rack, name, appliance, `rank`, mac, ip, public_ip, host, state "
-                        "FROM vcnode WHERE rack IN (%s) ORDER BY rack, appliance DESC, `rank`"
+            cur.execute("SELECT rack, name, appliance, `rank`, mac, ip, public_ip, host, state, "
+                        "readiness FROM vcnode WHERE rack IN (%s) "
+                        "ORDER BY rack, appliance DESC, `rank`"
                         % _in(len(with_nodes)), with_nodes)
             for r in cur.fetchall():
                 nodes.setdefault(r.pop("rack"), []).append(r)
@@ -274,10 +295,30 @@ def _fetch(req, show, page):
     return req.db.transaction(run)
 
 
+def ready(r) -> bool:
+    """A cluster is ready when it runs and every node's guest answers SSH (as
+    :func:`vc.reservations.get` says it)."""
+    return bool(r["nodes"]) and r["state"] == states.RUNNING and all(
+        n.get("readiness") == "up" for n in r["nodes"])
+
+
+def _login(req, r) -> List[str]:
+    """How the owner logs in (:func:`vc.reservations.login`), for the owner and admins."""
+    if r.get("visibility") == "other":
+        return []
+    from vc import reservations
+
+    return reservations.login(req.cfg, r)
+
+
 def _build(req, rows, nodes, vols) -> List[Row]:
-    """The fetched rows as the page and its JSON twin show them."""
+    """The fetched rows as the page and its JSON twin show them (trimmed to what this user may
+    see: :mod:`vc.web.visibility`)."""
     from datetime import datetime, timezone
 
+    from vc.web import visibility
+
+    redact = None
     out = []
     tz, base, utc = req.tz(), req.base, timezone.utc
     fromts = datetime.fromtimestamp
@@ -292,6 +333,12 @@ def _build(req, rows, nodes, vols) -> List[Row]:
         item = Row(rack=rack, owner=t[1], state=t[4], pending=t[5], error=t[6], comment=t[7],
                    start=start, end=end, resources=res, nodes=nodes.get(rack, []),
                    volumes=vols.get(rack, []))
+        item["ready"] = ready(item)
+        if visibility.level(req, item["owner"]) == "owner" and redact is None and item["error"]:
+            redact = visibility.redactor(req)
+        visibility.apply(req, item, redact or (lambda text: text))
+        item["readiness"] = visibility.readiness(item["nodes"])
+        item["login"] = _login(req, item)
         item["summary"] = _res_summary(res)
         item["actions"] = actions_for(req, item)
         item.url = "%s/reservations/%d" % (base, rack)
@@ -325,28 +372,25 @@ def _page_key(req, template, more, rows, nodes, vols) -> tuple:
             tuple(int(r[3]) > now for r in rows))
 
 
-def _int_param(req, name, default, lo, hi):
-    raw = req.query.get(name, "")
-    if not raw:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise HTTPError(400, "%s must be a number from %d to %d" % (name, lo, hi))
-    return int(raw)
-
-
 def reservations(req):
     show = req.query.get("show", "all")
     if show not in SHOWS:
         raise HTTPError(400, "show must be one of %s" % ", ".join(SHOWS))
-    page = _int_param(req, "page", 1, 1, 10 ** 6)
+    page = req.number("page", 1, 1, 10 ** 6)
     more, raw, nodes, vols = _fetch(req, show, page)
     data = {"page": page, "next_page": page + 1 if more else None, "show": show,
             "page_size": PAGE_SIZE, "user": req.user, "now": req.now}
+    fl = flash(req)
+    # just booked: the no-key warning once more (the booking itself was accepted)
+    data["key_warning"] = _key_warning(req, req.user) if req.query.get("msg") == "created" \
+        else None
     if req.wants_json:
         data["reservations"] = _build(req, raw, nodes, vols)
         return req.json(data)
     template = req.app.jinja().get_template("reservations.html")
-    key = _page_key(req, template, more, raw, nodes, vols)
+    # + what the page shows besides the data: the warning, the login lines' frontend name
+    key = _page_key(req, template, more, raw, nodes, vols) + (data["key_warning"],
+                                                              req.cfg.site.frontend)
     with _PAGES_LOCK:
         body = _PAGES.get(key)
         if body is not None:
@@ -354,7 +398,7 @@ def reservations(req):
     if body is None:
         data["reservations"] = _build(req, raw, nodes, vols)
         body = req.render("reservations.html", dict(
-            data, flash=flash(req), csrf_token=_safe(req.csrf_token)))
+            data, flash=fl, csrf_token=_safe(req.csrf_token)))
         with _PAGES_LOCK:
             _PAGES[key] = body
             while len(_PAGES) > _PAGES_MAX:
@@ -364,16 +408,28 @@ def reservations(req):
 
 def _detail(req, rack: int) -> dict:
     from vc import reservations as R
+    from vc.web import visibility
 
     r = R.get(req.db, rack)
+    r["ready"] = bool(r.get("ready"))
+    # the volumes whose LUN exists (their data goes with a confirmed delete): before the IQNs
+    # are taken out for the owner
+    r["volumes_with_data"] = [v["mount_point"] for v in r["volumes"] if v.get("iqn")]
+    visibility.apply(req, r)
+    r["readiness"] = visibility.readiness(r["nodes"])
+    r["login"] = _login(req, r)
     r["summary"] = _res_summary(r["resources"])
     r["actions"] = actions_for(req, r)
     return r
 
 
+def _rack(rack) -> int:
+    return number(rack, "rack", 1, MAX_ID)
+
+
 def reservation(req, rack, error=None, end_value=None, status=200):
-    r = _detail(req, int(rack))
-    data = {"reservation": r, "error": error}
+    r = _detail(req, _rack(rack))
+    data = {"reservation": r, "error": error, "key_warning": _key_warning(req, r["owner"])}
     return req.page("reservation.html", data, status, flash=flash(req),
                     csrf_token=req.csrf_token, end_value=end_value)
 
@@ -381,7 +437,7 @@ def reservation(req, rack, error=None, end_value=None, status=200):
 def action(req, rack, action):
     from vc import reservations as R
 
-    rack = int(rack)
+    rack = _rack(rack)
     rows = req.db.query("SELECT owner, state FROM vcregist WHERE rack = %s", (rack,))
     if not rows:
         raise NotFound(what="reservation", key=rack)
@@ -436,7 +492,7 @@ def tables(req):
     if one is not None and one not in DEBUG_TABLES:
         raise HTTPError(404, "no such table %r (tables: %s)" % (one[:64], ", ".join(DEBUG_TABLES)))
     limit = 200 if one else 20
-    offset = _int_param(req, "offset", 0, 0, 10 ** 9) if one else 0
+    offset = req.number("offset", 0, 0, 10 ** 9) if one else 0
 
     def run(cur):
         cur.execute("SELECT table_name AS t FROM information_schema.tables "

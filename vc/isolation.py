@@ -114,7 +114,12 @@ class ClusterSegment:
         it (all configured hosts): a host without it costs one query.
     :param mtu: the underlay's MTU; the segment's MTU is this minus the encapsulation overhead.
     :param port: the uplink port's name on every host (default ``vx<id>`` for VXLAN, ``<trunk
-        nic>.<id>`` for 802.1Q); at most 15 characters.
+        nic>.<id>`` for 802.1Q; ``ovs``: the cluster's access port to its DHCP server, default
+        ``v<id>``); at most 15 characters.
+    :param macs: the MACs of the cluster's nodes (``ovs``: their ports are tagged by ``add`` and
+        detached by ``delete``).
+    :param dhcp_host: the host whose libvirt network has the cluster's ``.1`` and DHCP server
+        (``ovs``: only there is that network joined to the cluster's VLAN).
     """
 
     rack: int
@@ -123,6 +128,8 @@ class ClusterSegment:
     hosts: List[HostSide] = field(default_factory=list)
     mtu: int = 1500
     port: Optional[str] = None
+    macs: List[str] = field(default_factory=list)
+    dhcp_host: Optional[str] = None
 
     def __post_init__(self):
         if not 0 < len(self.bridge) <= MAX_IFNAME:
@@ -152,6 +159,7 @@ class Link:
     addrgenmode: Optional[str]
     parent: Optional[str]  # the "link" of a VLAN device
     info: dict
+    address: Optional[str] = None  # the MAC
 
     @classmethod
     def from_json(cls, d: dict) -> "Link":
@@ -159,7 +167,8 @@ class Link:
         return cls(name=d["ifname"], kind=info.get("info_kind"), group=str(d.get("group", "")),
                    alias=d.get("ifalias"), mtu=int(d.get("mtu", 0)), master=d.get("master"),
                    up="UP" in (d.get("flags") or ()), addrgenmode=d.get("inet6_addr_gen_mode"),
-                   parent=d.get("link"), info=info.get("info_data") or {})
+                   parent=d.get("link"), info=info.get("info_data") or {},
+                   address=(d.get("address") or "").lower() or None)
 
 
 def parse_links(out: str) -> Dict[str, Link]:
@@ -250,6 +259,12 @@ class IsolationBackend(abc.ABC):
         """The uplink port's name on every host (None: the backend's default)."""
         return None
 
+    def network_hosts(self, plan, host_names: Sequence[str],
+                      seg: Optional[ClusterSegment]) -> List[str]:
+        """The hosts that get the cluster's libvirt network (its bridge; the ``.1`` and the DHCP
+        server where :func:`vc.network.spec` puts them): by default every host it uses."""
+        return list(host_names)
+
     def delete_hosts(self, cfg) -> list:
         """The configured hosts (``cfg.hosts`` entries) ``delete`` must look at: any of them may
         carry a piece of the segment after a crash."""
@@ -261,61 +276,16 @@ class IsolationBackend(abc.ABC):
 ##################
 
 
-class _BridgedBackend(IsolationBackend):
-    """A per-cluster Linux bridge on each host plus one VC-made uplink port enslaved to it.
-
-    Subclasses say what the port is (:meth:`port_name`, :meth:`_port_matches`,
-    :meth:`_port_create`) and may add per-port state (:meth:`_port_extra`, the VXLAN FDB).
-    """
-
-    overhead = 0
+class _PerHostBackend(IsolationBackend):
+    """A backend that acts on every host of a segment through its executor: the hosts in
+    parallel, the commands recorded as ``"<host>: <command>"``, the links VC makes marked with
+    the link group."""
 
     def __init__(self, link_group: int = LINK_GROUP, parallel: bool = True):
         self.link_group = link_group
         self.parallel = parallel
 
-    # -- the contract --------------------------------------------------------------------------
-
-    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
-        self._check(seg)
-        return self._each_host(seg, lambda h: self._add_host(seg, h, dry_run))
-
-    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
-        """Remove what :meth:`add` made on every host of ``seg``: the uplink port (its FDB goes
-        with it) and the bridge if VC created it. A bridge VC did not create is left as it is.
-        """
-        return self._each_host(seg, lambda h: self._delete_host(seg, h, dry_run))
-
-    def link_mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
-        """The MTU of the bridge and the uplink port: the underlay's minus the encapsulation."""
-        return seg.mtu - self.overhead
-
-    # -- to be defined by the subclasses -----------------------------------------------------
-
-    def port_name(self, seg: ClusterSegment, host: HostSide) -> str:  # pragma: no cover
-        raise NotImplementedError
-
-    def _port_matches(self, seg, host, link: Link) -> bool:  # pragma: no cover
-        raise NotImplementedError
-
-    def _port_create(self, seg, host, name: str) -> List[str]:  # pragma: no cover
-        raise NotImplementedError
-
-    def _created_mtu(self, seg, host) -> Optional[int]:
-        """The MTU a port has right after :meth:`_port_create` (None: unknown)."""
-        return None
-
-    def _port_extra(self, seg, host, name, exists: bool) -> List[List[str]]:
-        """Commands after the port exists and before it is up (default: none)."""
-        return []
-
-    def _check(self, seg: ClusterSegment) -> None:
-        """Configuration checks before anything runs on any host."""
-
-    def _check_host(self, seg, host, links: Dict[str, Link]) -> None:
-        """Per-host checks on the host's links before anything runs there."""
-
-    # -- the work ------------------------------------------------------------------------------
+    # -- the work on the hosts ---------------------------------------------------------------
 
     def _each_host(self, seg, fn) -> List[str]:
         """``fn(host)`` on every host (in threads: remote hosts are an SSH round trip per
@@ -368,6 +338,57 @@ class _BridgedBackend(IsolationBackend):
             if want.get(key) is not None and str(have[key]) != str(want[key]):
                 args += [key, str(want[key])]
         return ["ip", "link", "set", "dev", name] + args if args else None
+
+
+class _BridgedBackend(_PerHostBackend):
+    """A per-cluster Linux bridge on each host plus one VC-made uplink port enslaved to it.
+
+    Subclasses say what the port is (:meth:`port_name`, :meth:`_port_matches`,
+    :meth:`_port_create`) and may add per-port state (:meth:`_port_extra`, the VXLAN FDB).
+    """
+
+    overhead = 0
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        self._check(seg)
+        return self._each_host(seg, lambda h: self._add_host(seg, h, dry_run))
+
+    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        """Remove what :meth:`add` made on every host of ``seg``: the uplink port (its FDB goes
+        with it) and the bridge if VC created it. A bridge VC did not create is left as it is.
+        """
+        return self._each_host(seg, lambda h: self._delete_host(seg, h, dry_run))
+
+    def link_mtu(self, seg: ClusterSegment, host: Optional[HostSide] = None) -> int:
+        """The MTU of the bridge and the uplink port: the underlay's minus the encapsulation."""
+        return seg.mtu - self.overhead
+
+    # -- to be defined by the subclasses -----------------------------------------------------
+
+    def port_name(self, seg: ClusterSegment, host: HostSide) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def _port_matches(self, seg, host, link: Link) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def _port_create(self, seg, host, name: str) -> List[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _created_mtu(self, seg, host) -> Optional[int]:
+        """The MTU a port has right after :meth:`_port_create` (None: unknown)."""
+        return None
+
+    def _port_extra(self, seg, host, name, exists: bool) -> List[List[str]]:
+        """Commands after the port exists and before it is up (default: none)."""
+        return []
+
+    def _check(self, seg: ClusterSegment) -> None:
+        """Configuration checks before anything runs on any host."""
+
+    def _check_host(self, seg, host, links: Dict[str, Link]) -> None:
+        """Per-host checks on the host's links before anything runs there."""
 
     def _add_host(self, seg: ClusterSegment, host: HostSide, dry_run: bool) -> List[str]:
         done: List[str] = []

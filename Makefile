@@ -18,6 +18,7 @@ core: install
 	@bash tools/stack.sh db-start
 	@bash tools/virt.sh start
 	@bash tools/make-guest.sh $(VAR)/guest
+	@bash tools/make-image.sh $(VAR)/images/debian-12.qcow2 >/dev/null
 
 # ... plus the demo's iSCSI target host (sshd on 127.0.0.1:2222, tgtd portal 127.0.0.1:3260)
 services: core
@@ -55,6 +56,7 @@ status:
 
 # the benchmarks (figures in the README); each cleans up after itself
 bench: services
+	@bash tools/public-net.sh start
 	@$(PY) bench/admission.py
 	@$(PY) bench/cluster_start.py
 	@$(PY) bench/tick.py

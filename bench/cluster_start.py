@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Wall time of ``vc_ctl start`` for 1 gateway + 1, 4 and 8 computes.
 
-- real QEMU (qemu:///system, the tiny guest from var/guest), computes booted in parallel and
-  serially: time to all domains running, and to all guests addressed (their console prints the
-  DHCP address VC gave them); the ratio t(8)/t(1);
+- real QEMU (qemu:///system, the test guest from var/guest reading its cloud-init seed),
+  computes booted in parallel and serially: time to all domains running, to all guests
+  addressed (their console prints the address VC gave them) and to all nodes **ready** (their
+  SSH server answers, vc.ready); the ratio t(8)/t(1);
+- the floor: bare libvirt defining and starting the same domains (the XML VC made, its network,
+  fresh overlays, the same seed files) in parallel, one connection per thread — the ratio of
+  ``vc_ctl start`` (all running) to it;
 - libvirt's test driver (no guest, no qemu-img): VC's own cost per node.
 
-Needs the project's services (``make services``). Uses a throw-away database and name prefix.
+Needs the project's services (``make services``) and the demo's public network (the gateways'
+second NIC; ``tools/public-net.sh start``). Uses a throw-away database and name prefix.
 
     .venv/bin/python bench/cluster_start.py [--sizes 1,4,8] [--skip-serial]
 """
@@ -15,8 +20,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -26,6 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from conftest import VAR, db_env, make_cfg  # noqa: E402
 from vc import ctl as vctl  # noqa: E402
+from vc import designer, network, ready  # noqa: E402
 from vc import reservations as R  # noqa: E402
 from vc import timeutil  # noqa: E402
 from vc.db import Database  # noqa: E402
@@ -50,6 +58,7 @@ def setup(dbname, state, real, parallel):
             "addresses": {"private_pool": "10.214.0.0/16"},
             "limits": {"max_nodes": "16", "max_gateways": "1"},
             "site": {"state_dir": state, "timezone": "UTC"},
+            "network": {"public_network": "vc-public" if real else "bridge:vbpub0"},
             "virt": {"name_prefix": "vb" + uuid.uuid4().hex[:4], "boot_parallel": str(parallel),
                      "shutdown_timeout": "20"}}
     if real:
@@ -72,24 +81,93 @@ def one(cfg, db, computes, real):
     t0 = time.perf_counter()
     c.start(rack)
     t_run = time.perf_counter() - t0
-    t_addr = None
+    t_addr = t_ready = floor = None
     if real:
         names = [n["name"] for n in db.query("SELECT name FROM vcnode WHERE rack=%s", (rack,))]
-        pending = set(names)
+        pending, up = set(names), set()
         deadline = time.monotonic() + 300
-        while pending and time.monotonic() < deadline:
+        while (pending or len(up) < len(names)) and time.monotonic() < deadline:
             for n in list(pending):
                 try:
-                    if IP_RE.search(open(c.console_path(n), errors="replace").read()):
+                    if IP_RE.search(open(designer.console_path(cfg, n), errors="replace").read()):
                         pending.discard(n)
                 except FileNotFoundError:
                     pass
+            if len(up) < len(names):
+                got = ready.observe(c, rack, probe=lambda ip: ready.ssh_answers(ip, 22, 0.3))
+                up = {k for k, v in got.items() if v == "up"}
+                if len(up) == len(names) and t_ready is None:
+                    t_ready = time.perf_counter() - t0
             time.sleep(0.05)
         t_addr = time.perf_counter() - t0 if not pending else float("nan")
+        t_ready = t_ready if t_ready is not None else float("nan")
+        saved = save_cluster(cfg, c, rack, names)
     t1 = time.perf_counter()
     c.stop(rack)
     t_stop = time.perf_counter() - t1
-    return t_run, t_addr, t_stop
+    if real:
+        floor = bare_libvirt(cfg, saved)
+    return t_run, t_addr, t_stop, t_ready, floor
+
+
+def save_cluster(cfg, c, rack, names):
+    """What bare libvirt needs to start the same cluster: the domain and network XML VC made,
+    each node's base image and size, and copies of the seeds."""
+    host = c.host(cfg.hosts[0].name)
+    keep = os.path.join(cfg.site.state_dir, "floor")
+    os.makedirs(keep, exist_ok=True)
+    nodes = []
+    for n in names:
+        dom = host.conn.lookupByName(designer.domain_name(cfg, n))
+        seed = designer.seed_path(cfg, n)
+        shutil.copy(seed, os.path.join(keep, os.path.basename(seed)))
+        app = "gateway" if n.startswith("gateway") else "compute"
+        nodes.append((dom.XMLDesc(2), designer.disk_path(cfg, n), seed,
+                      cfg.appliance(app).image))
+    net = host.conn.networkLookupByName(network.names(cfg, rack)[0]).XMLDesc(0)
+    return {"nodes": nodes, "net": net, "keep": keep}
+
+
+def bare_libvirt(cfg, saved):
+    """The floor: define and start the same network and domains with libvirt alone, disks
+    created with qemu-img, the domains in parallel on one connection per thread."""
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    t0 = time.perf_counter()
+    net = conn.networkDefineXML(saved["net"])
+    net.create()
+    for _, disk, seed, base in saved["nodes"]:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base,
+                        disk, "1G"], check=True)
+        shutil.copy(os.path.join(saved["keep"], os.path.basename(seed)), seed)
+
+    def boot(xml):
+        c = libvirt.open("qemu:///system")
+        d = c.defineXML(xml)
+        d.create()
+        while d.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            time.sleep(0.01)
+        c.close()
+
+    threads = [threading.Thread(target=boot, args=(x,)) for x, _, _, _ in saved["nodes"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - t0
+    for x, disk, seed, _ in saved["nodes"]:
+        import xml.etree.ElementTree as ET
+
+        d = conn.lookupByName(ET.fromstring(x).findtext("name"))
+        d.destroy()
+        d.undefine()
+        for f in (disk, seed):
+            os.unlink(f)
+    net.destroy()
+    net.undefine()
+    conn.close()
+    return took
 
 
 def main():
@@ -116,14 +194,19 @@ def main():
             for n in sizes:
                 r = one(cfg, db, n, real)
                 results[(label, n)] = r
+                extra = ""
+                if real:
+                    extra = (", all addressed %6.2f s, all ready (SSH) %6.2f s; bare libvirt "
+                             "%5.2f s: vc_ctl start / bare x%.2f" % (r[1], r[3], r[4],
+                                                                      r[0] / r[4]))
                 print("%-22s 1+%d computes: all running %6.2f s%s, stop %5.2f s" % (
-                    label, n, r[0], ", all addressed %6.2f s" % r[1] if real else "", r[2]))
+                    label, n, r[0], extra, r[2]))
         lo, hi = min(sizes), max(sizes)
         for label, real, _ in modes:
             a, b = results[(label, lo)], results[(label, hi)]
             line = "%-22s t(%d)/t(%d): running x%.2f" % (label, hi, lo, b[0] / a[0])
             if real:
-                line += ", addressed x%.2f" % (b[1] / a[1])
+                line += ", addressed x%.2f, ready x%.2f" % (b[1] / a[1], b[3] / a[3])
             print(line)
         per_node = [results[("test driver", n)][0] / (n + 1) for n in sizes]
         print("VC overhead per node (test driver): %.1f ms (max over sizes)" %

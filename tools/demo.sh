@@ -35,6 +35,17 @@ fi
 # with [web] auth = pam real local accounts of this machine; passwords made once into
 # $VAR/web-users/NAME.password (mode 600), printed below
 WEB_USERS=$(VC_CONFIG=${VC_CONFIG:-$VAR/vc.conf} bash "$ROOT/tools/web.sh" users)
+# the sample cluster's owner (whoever runs make demo) logs in with a key of their own: theirs if
+# they have one, else one made once for the demo
+KEY=""
+for k in "$HOME/.ssh/id_ed25519" "$HOME/.ssh/id_ecdsa" "$HOME/.ssh/id_rsa"; do
+  [ -f "$k.pub" ] && [ -f "$k" ] && { KEY=$k; break; }
+done
+if [ -z "$KEY" ]; then
+  KEY=$VAR/demo/id_ed25519
+  [ -f "$KEY" ] || { mkdir -p -m 700 "$VAR/demo"; ssh-keygen -q -t ed25519 -N "" -C "vc demo owner" -f "$KEY"; }
+fi
+"$CTL" key add "$KEY.pub" --name "make demo" >/dev/null
 live=$("$CTL" list --json | /usr/bin/python3 -c '
 import json, sys
 rows = [r for r in json.load(sys.stdin) if r["state"] not in ("stopped",)]
@@ -45,17 +56,23 @@ if [ -z "$live" ]; then
   live=$("$CTL" list --json | /usr/bin/python3 -c '
 import json, sys; print([r["rack"] for r in json.load(sys.stdin) if r["state"] == "reserved"][-1])')
 fi
-"$CTL" start "$live"
+"$CTL" start "$live" --wait-ready || log "rack $live is running but not every node answers yet"
 "$CTL" list
 "$CTL" status "$live"
+PUBIP=$("$CTL" show "$live" --json | /usr/bin/python3 -c '
+import json, sys; print(next((n["public_ip"] for n in json.load(sys.stdin)["nodes"] if n["public_ip"]), ""))')
 cat <<MSG
 
 VC demo is running: private MariaDB and libvirtd under $ROOT/var, configuration $VC_CONFIG.
 Web pages: http://127.0.0.1:8080/vc/   (from your machine: ssh -L 8080:localhost:8080 FRONTEND,
 then open http://localhost:8080/vc/); the minute tick starts and stops reservations on time.
-Rack $live is a real cluster of QEMU guests; each prints its DHCP address on its console:
-  grep VC-IP $ROOT/var/state/console/*.log
-Its gateway has a 1 GB iSCSI volume from target "demo" (sshd + tgtd on this machine):
+Rack $live is a real cluster of QEMU guests, yours to use. Log in to its gateway at its public
+address (from your machine: ssh -J $(id -un)@FRONTEND root@$PUBIP), then the nodes by name:
+  ssh -i $KEY root@$PUBIP
+  root@gateway-$live-0:~# ssh compute-$live-0 df -h /data
+  ./sbin/vc_ctl.py show $live          (ready, readiness per node, how to log in)
+Its gateway has a 1 GB iSCSI volume from target "demo" (sshd + tgtd on this machine), formatted
+and mounted on /data and served to the computes over NFS:
   ./sbin/vc_ctl.py target list ; iscsi-ls -s iscsi://127.0.0.1:$VC_STORAGE_ISCSI_PORT
 Try (vc_ctl.py finds var/vc.conf itself in this checkout; or export VC_CONFIG=$VC_CONFIG):
   ./sbin/vc_ctl.py reserve --start now --end now+2h --gateways 1 --computes 2

@@ -520,6 +520,10 @@ class Network(_Record):
     vxlan_port: int = key(_int(1, 65535), 4789, "UDP port of VXLAN")
     trunk_nic: str | None = key(_optstr, None, "isolation = 8021q: the hosts' trunk NIC")
     ovs_bridge: str | None = key(_optstr, None, "isolation = ovs: the Open vSwitch bridge")
+    ovs_transport: str = key(_choice("vxlan", "trunk"), "vxlan",
+                             "isolation = ovs: how a cluster's VLAN crosses hosts: vxlan "
+                             "(tunnels between the hosts' OVS bridges) or trunk (their trunk "
+                             "NIC on a shared switch)")
 
     @property
     def public_interface(self) -> tuple[str, str]:

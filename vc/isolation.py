@@ -51,7 +51,7 @@ import shlex
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from vc import network
 from vc.domainxml import InterfaceSpec
@@ -643,35 +643,177 @@ def ovs_interface_xml(mac: str, vid: int, ovs_bridge: str, model: str = "virtio"
     return OvsInterfaceSpec(mac=mac, bridge=ovs_bridge, vlan=vid, model=model).to_xml()
 
 
-class OvsBackend(IsolationBackend):
-    """``ovs``: libvirt tags each guest's port on a pre-existing Open vSwitch bridge (which must
-    carry the hosts' trunk NIC); there is nothing per cluster to create on the hosts. ``add``
-    checks that the bridge exists on every host; ``delete`` has nothing to remove (libvirt
-    deletes a guest's port with the guest).
+#: ``[network] ovs_transport``: how a cluster's VLAN crosses hosts.
+OVS_TRANSPORTS = ("vxlan", "trunk")
+#: the 802.1Q tag a frame keeps inside a VXLAN tunnel between two OVS bridges
+VLAN_TAG_LEN = 4
+#: the ``external_ids`` key on every port VC adds to an OVS bridge (the cluster's DHCP access
+#: port, its tunnels); the value is the cluster's network bridge name, unique per VC
+#: installation (``name_prefix``) and rack
+OVS_KEY = "vc-cluster"
+#: the guest ports libvirt adds carry their guest's MAC in the interface's ``external_ids``
+ATTACHED_MAC = "attached-mac"
+
+
+@dataclass
+class OvsPort:
+    """One port of an OVS bridge as ``ovs-vsctl list Port`` / ``list Interface`` show it (a
+    port with one interface of the same name: everything VC and libvirt add is one)."""
+
+    name: str
+    tag: Optional[int] = None
+    trunks: List[int] = field(default_factory=list)
+    external_ids: Dict[str, str] = field(default_factory=dict)
+    type: str = ""
+    options: Dict[str, str] = field(default_factory=dict)
+    iface_ids: Dict[str, str] = field(default_factory=dict)  # the interface's external_ids
+
+    def ours(self, seg: ClusterSegment) -> bool:
+        return self.external_ids.get(OVS_KEY) == seg.bridge
+
+
+def _ovs_set(v) -> list:
+    """An OVSDB JSON set: ``["set", [...]]``, or the atom itself when it has one element."""
+    if isinstance(v, list) and len(v) == 2 and v[0] == "set":
+        return list(v[1])
+    return [v]
+
+
+def _ovs_map(v) -> Dict[str, str]:
+    if isinstance(v, list) and len(v) == 2 and v[0] == "map":
+        return {str(k): str(x) for k, x in v[1]}
+    raise ValueError("not an OVSDB map: %r" % (v,))
+
+
+def ovs_query(bridge: str, timeout: int = 30) -> List[str]:
+    """One ``ovs-vsctl`` (one round trip) for what a backend reads of a host's OVS: the ports of
+    ``bridge``, then every port's VLAN and ``external_ids``, every interface's type, options and
+    ``external_ids`` (JSON)."""
+    return ["ovs-vsctl", "--timeout=%d" % timeout, "--format=json", "--data=json",
+            "--", "list-ports", bridge,
+            "--", "--columns=name,tag,trunks,external_ids", "list", "Port",
+            "--", "--columns=name,type,options,external_ids", "list", "Interface"]
+
+
+def parse_ovs_state(out: str) -> Tuple[List[str], Dict[str, OvsPort]]:
+    """:func:`ovs_query` output → ``(the bridge's port names, {name: OvsPort} of every port of
+    every bridge)``."""
+    names, tables = [], []
+    try:
+        for line in (out or "").splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                tables.append(json.loads(line))
+            elif line:
+                names.append(line)
+        if len(tables) != 2:
+            raise ValueError("%d tables" % len(tables))
+        rows = [[dict(zip(t["headings"], r)) for r in t["data"]] for t in tables]
+        ports = {}
+        for r in rows[0]:
+            tag = _ovs_set(r["tag"])
+            ports[r["name"]] = OvsPort(r["name"], tag=int(tag[0]) if tag else None,
+                                       trunks=sorted(int(x) for x in _ovs_set(r["trunks"])),
+                                       external_ids=_ovs_map(r["external_ids"]))
+        for r in rows[1]:
+            p = ports.get(r["name"])
+            if p is not None:
+                p.type, p.options = r["type"], _ovs_map(r["options"])
+                p.iface_ids = _ovs_map(r["external_ids"])
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise VcError("cannot parse 'ovs-vsctl list' output (%s): %r" % (e, (out or "")[:200])) \
+            from e
+    return names, ports
+
+
+def tap_mac(mac: str) -> str:
+    """The MAC libvirt gives a guest's tap on the host: the guest's with the first byte ``fe``
+    (so that a bridge never takes the guest's address as its own)."""
+    return "fe" + mac.lower()[2:]
+
+
+class OvsBackend(_PerHostBackend):
+    """``ovs``: one Open vSwitch bridge per host (``[network] ovs_bridge``, shared by all
+    clusters); a cluster is the VLAN whose id is its isolation id.
+
+    - **Nodes**: each guest NIC is an access port in the cluster's VLAN (libvirt adds it with the
+      tag when the guest starts, :class:`OvsInterfaceSpec`). ``add`` tags every port of the
+      cluster's MACs that exists (re-attaches a tap ``delete`` detached); ``delete`` detaches
+      them: the guest keeps its tap, attached to nothing, so a running cluster is cut off.
+    - **DHCP and the host's address**: the cluster's libvirt network on its DHCP host
+      (:func:`vc.network.dhcp_host`: bridge, ``.1``, dnsmasq with the static host entries, as
+      for every backend) is joined to the VLAN by a veth pair ``<port>`` (an access port of the
+      OVS bridge, tag = VLAN id) / ``<port>b`` (a port of the libvirt bridge); no other host has
+      a Linux bridge of the cluster (:meth:`network_hosts`).
+    - **Across hosts** (``transport``): ``vxlan``: per cluster and peer host a VXLAN port
+      ``<port>-<peer underlay ip>`` (``remote_ip`` = the peer, ``key`` = VLAN id) that is a trunk
+      for the cluster's VLAN only (``trunks=[id]``: the tag travels inside; MTU = underlay - 50 -
+      4); ``trunk``: nothing per cluster, the hosts' OVS bridges share a switch through their
+      trunk NIC (``trunk_nic``, checked to be a port of the bridge when set).
+
+    The OVS bridge itself, its datapath and the trunk NIC belong to the host: ``add`` checks the
+    bridge exists and never changes it. VC's ports carry ``external_ids:vc-cluster=<cluster's
+    bridge name>``, so ``delete`` finds exactly them, whatever their name. Each change is one
+    ``ovs-vsctl`` call (one OVSDB transaction), so a crash leaves nothing half-made.
 
     :param ovs_bridge: the OVS bridge (``[network] ovs_bridge``).
+    :param transport: ``vxlan`` or ``trunk`` (``[network] ovs_transport``).
+    :param trunk_nic: ``trunk``: the hosts' trunk NIC (a host's ``trunk_nic`` overrides it).
+    :param udp_port: ``vxlan``: the tunnels' UDP port (``[network] vxlan_port``).
     """
 
     kind = "ovs"
 
-    def __init__(self, ovs_bridge: str):
-        self.ovs_bridge = ovs_bridge
+    def __init__(self, ovs_bridge: str, transport: str = "vxlan",
+                 trunk_nic: Optional[str] = None, udp_port: int = VXLAN_PORT,
+                 timeout: int = 30, **kw):
+        super().__init__(**kw)
+        if transport not in OVS_TRANSPORTS:
+            raise ValueError("unknown OVS transport %r (one of %s)"
+                             % (transport, ", ".join(OVS_TRANSPORTS)))
+        self.ovs_bridge, self.transport, self.trunk_nic = ovs_bridge, transport, trunk_nic
+        self.udp_port, self.timeout = int(udp_port), int(timeout)
 
-    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
-        if not 1 <= seg.isolation_id <= 4094:
-            raise VcError("rack %d: VLAN id %d is not in 1..4094" % (seg.rack, seg.isolation_id))
-        for h in seg.hosts:
-            try:
-                h.execute(["ovs-vsctl", "br-exists", self.ovs_bridge])
-            except CommandError as e:
-                # exit status 2: no such bridge; anything else: ovs-vsctl itself failed
-                detail = ("Open vSwitch bridge %s does not exist" % self.ovs_bridge
-                          if e.returncode == 2 else str(e))
-                raise IsolationError(host=h.name, detail=detail) from e
-        return []
+    # -- policy ----------------------------------------------------------------------------------
 
-    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
-        return []
+    def port_for(self, cfg, plan) -> str:
+        return "%sv%d" % (cfg.virt.name_prefix, plan.isolation_id)
+
+    def segment(self, cfg, plan, host_names, host_exec) -> ClusterSegment:
+        """Every host the cluster uses (one host too: its VLAN is what isolates it), with the
+        cluster's MACs and its DHCP host."""
+        seg = super().segment(cfg, plan, host_names, host_exec)
+        seg.macs = [n.mac for n in plan.nodes]
+        seg.dhcp_host = network.dhcp_host(plan)
+        return seg
+
+    def network_hosts(self, plan, host_names, seg) -> List[str]:
+        """Only the DHCP host needs the cluster's libvirt network (its ``.1`` and dnsmasq): the
+        nodes are ports of the OVS bridge on every host."""
+        dhcp = network.dhcp_host(plan)
+        return [dhcp] if seg is not None and dhcp in host_names else list(host_names)
+
+    def tunnelled(self, seg: ClusterSegment) -> bool:
+        return self.transport == "vxlan" and len(seg.hosts) > 1
+
+    def mtu(self, seg: ClusterSegment) -> Optional[int]:
+        """``vxlan`` over several hosts: the underlay's MTU minus VXLAN and the inner tag (1446
+        of 1500); else None (the underlay's own)."""
+        if not self.tunnelled(seg):
+            return None
+        v6 = any(h.underlay_ip and ip_version(h.underlay_ip) == 6 for h in seg.hosts)
+        return seg.mtu - VXLAN_OVERHEAD[6 if v6 else 4] - VLAN_TAG_LEN
+
+    def dhcp_port(self, seg: ClusterSegment) -> str:
+        """The OVS end of the veth pair to the cluster's libvirt bridge."""
+        return seg.port or "v%d" % seg.isolation_id
+
+    def dhcp_peer(self, seg: ClusterSegment) -> str:
+        """The libvirt bridge's end of that veth pair."""
+        return self.dhcp_port(seg) + "b"
+
+    def tunnel_name(self, seg: ClusterSegment, peer: HostSide) -> str:
+        return "%s-%s" % (self.dhcp_port(seg), peer.underlay_ip)
 
     def interface_spec(self, mac: str, network_name: str,
                        seg: Optional[ClusterSegment]) -> OvsInterfaceSpec:
@@ -683,6 +825,194 @@ class OvsBackend(IsolationBackend):
 
     def interface_xml(self, mac: str, vid: int, ovs_bridge: Optional[str] = None) -> str:
         return ovs_interface_xml(mac, vid, ovs_bridge or self.ovs_bridge)
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    def add(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        self._check(seg)
+        return self._each_host(seg, lambda h: self._add_host(seg, h, dry_run))
+
+    def delete(self, seg: ClusterSegment, dry_run: bool = False) -> List[str]:
+        """Detach the cluster's node ports, remove its tunnels, its DHCP access port and veth
+        pair on every host of ``seg``. Nothing else of the bridge is touched."""
+        return self._each_host(seg, lambda h: self._delete_host(seg, h, dry_run))
+
+    # -- the work --------------------------------------------------------------------------------
+
+    def _vsctl(self, *args) -> List[str]:
+        return ["ovs-vsctl", "--timeout=%d" % self.timeout] + list(args)
+
+    def _check(self, seg: ClusterSegment) -> None:
+        if not 1 <= seg.isolation_id <= 4094:
+            raise VcError("rack %d: VLAN id %d is not in 1..4094" % (seg.rack, seg.isolation_id))
+        if self.tunnelled(seg):
+            for h in seg.hosts:
+                if not h.underlay_ip:
+                    raise VcError("rack %d: host %s has no underlay address for the VXLAN "
+                                  "tunnels between the OVS bridges" % (seg.rack, h.name))
+                ipaddress.ip_address(h.underlay_ip)
+            if len({ip_version(h.underlay_ip) for h in seg.hosts}) > 1:
+                raise VcError("rack %d: the hosts' underlay addresses mix IPv4 and IPv6"
+                              % seg.rack)
+
+    def _ovs(self, host: HostSide, missing_ok: bool = False):
+        """``(names of the bridge's ports, {name: OvsPort})`` on ``host``."""
+        try:
+            return parse_ovs_state(host.execute(ovs_query(self.ovs_bridge, self.timeout)))
+        except CommandError as e:
+            if "no bridge named" in e.stderr:
+                if missing_ok:
+                    return [], {}
+                raise IsolationError(host=host.name, detail="Open vSwitch bridge %s does not "
+                                     "exist" % self.ovs_bridge) from e
+            raise IsolationError(host=host.name, detail=str(e)) from e
+
+    def _tunnel_options(self, seg, host, peer) -> Dict[str, str]:
+        opts = {"remote_ip": peer.underlay_ip, "key": str(seg.isolation_id)}
+        if host.underlay_ip:
+            opts["local_ip"] = host.underlay_ip
+        if self.udp_port != VXLAN_PORT:
+            opts["dst_port"] = str(self.udp_port)
+        return opts
+
+    def _node_ports(self, seg, links: Dict[str, Link], names, ports) -> Dict[str, str]:
+        """``{port/tap name: guest MAC}`` of the cluster's guests on this host: libvirt's taps
+        with a node's MAC (attached or not) and the bridge's ports that say they carry one."""
+        macs = {m.lower() for m in seg.macs}
+        taps = {tap_mac(m): m for m in macs}
+        found = {lk.name: taps[lk.address] for lk in links.values()
+                 if lk.kind == "tun" and lk.address in taps
+                 and lk.master in (None, "ovs-system")}
+        for n in names:
+            mac = ports[n].iface_ids.get(ATTACHED_MAC, "").lower()
+            if mac in macs and not ports[n].ours(seg):
+                found.setdefault(n, mac)
+        return found
+
+    def _add_host(self, seg: ClusterSegment, host: HostSide, dry_run: bool) -> List[str]:
+        done: List[str] = []
+        names, ports = self._ovs(host)
+        here = set(names)
+        links = self._links(host)
+        vid, br, key = seg.isolation_id, self.ovs_bridge, "external_ids:%s=%s" % (OVS_KEY,
+                                                                                  seg.bridge)
+        dhcp = seg.dhcp_host is not None and host.name == seg.dhcp_host
+        port, peer = self.dhcp_port(seg), self.dhcp_peer(seg)
+        tunnels = {self.tunnel_name(seg, p): p for p in seg.hosts
+                   if p is not host} if self.tunnelled(seg) else {}
+        want = set(tunnels) | ({port} if dhcp else set())
+
+        # checks before any change
+        if self.transport == "trunk" and len(seg.hosts) > 1:
+            nic = host.trunk_nic or self.trunk_nic
+            if nic and nic not in here:
+                raise IsolationError(host=host.name, detail="trunk NIC %s is not a port of Open "
+                                     "vSwitch bridge %s" % (nic, br))
+        for name in want:
+            p = ports.get(name)
+            if p is not None and not p.ours(seg):
+                raise IsolationError(host=host.name, detail="Open vSwitch port %s exists and is "
+                                     "not VC's for rack %d" % (name, seg.rack))
+        lbr = links.get(seg.bridge)
+        if dhcp:
+            if lbr is None or lbr.kind != "bridge":
+                raise IsolationError(host=host.name, detail="the cluster's network bridge %s "
+                                     "does not exist (its libvirt network starts first)"
+                                     % seg.bridge)
+            for name in (port, peer):
+                lk = links.get(name)
+                if lk is not None and (lk.kind != "veth" or not self._ours(lk, seg)):
+                    raise IsolationError(host=host.name, detail="%s exists and is not VC's veth "
+                                         "for rack %d" % (name, seg.rack))
+
+        # 1. what a crashed or older run left: our ports not wanted here, veths of ours on the
+        # cluster's bridge that are not this one (another VLAN id), the veth on a host that is
+        # no longer the DHCP host
+        for name in names:
+            if ports[name].ours(seg) and name not in want:
+                self._run(host, self._vsctl("--if-exists", "del-port", br, name), dry_run, done)
+        stale = [lk.name for lk in links.values() if lk.kind == "veth" and self._ours(lk, seg)
+                 and lk.master == seg.bridge and lk.name != peer and lk.parent != port]
+        if not dhcp and port in links and self._ours(links[port], seg):
+            stale.append(port)
+        for name in stale:
+            self._run(host, ["ip", "link", "del", "dev", name], dry_run, done)
+
+        # 2. the DHCP host: the veth pair, one end on the libvirt bridge, the other a tagged
+        # access port of the OVS bridge
+        if dhcp:
+            mtu = self.mtu(seg) or lbr.mtu
+            lk, pk = links.get(port), links.get(peer)
+            if lk is not None and (pk is None or lk.parent != peer):
+                self._run(host, ["ip", "link", "del", "dev", port], dry_run, done)
+                lk = pk = None
+            elif lk is None and pk is not None:
+                self._run(host, ["ip", "link", "del", "dev", peer], dry_run, done)
+                pk = None
+            if lk is None:
+                self._run(host, ["ip", "link", "add", "name", port, "group", str(self.link_group),
+                                 "mtu", str(mtu), "type", "veth", "peer", "name", peer, "group",
+                                 str(self.link_group), "mtu", str(mtu)], dry_run, done)
+            for name, link, extra in ((peer, pk, {"master": seg.bridge}), (port, lk, {})):
+                cmd = self._set(name, link, dict({"addrgenmode": "none", "alias": seg.alias,
+                                                  "mtu": mtu}, **extra), fresh_mtu=mtu)
+                if cmd:
+                    self._run(host, cmd, dry_run, done)
+                if link is None or not link.up:
+                    self._run(host, ["ip", "link", "set", "dev", name, "up"], dry_run, done)
+            p = ports.get(port)
+            if p is None:
+                self._run(host, self._vsctl("--may-exist", "add-port", br, port, "tag=%d" % vid,
+                                            "--", "set", "Port", port, key), dry_run, done)
+            elif port not in here or p.tag != vid or p.trunks:
+                self._run(host, self._vsctl("--if-exists", "del-port", port, "--", "add-port",
+                                            br, port, "tag=%d" % vid, "--", "set", "Port",
+                                            port, key), dry_run, done)
+
+        # 3. the tunnels to the other hosts: a trunk of this VLAN only
+        for name, other in sorted(tunnels.items()):
+            p, opts = ports.get(name), self._tunnel_options(seg, host, other)
+            if (p is not None and name in here and p.type == "vxlan" and p.options == opts
+                    and p.tag is None and p.trunks == [vid]):
+                continue
+            self._run(host, self._vsctl(
+                *(["--if-exists", "del-port", name, "--"] if p is not None else []),
+                "add-port", br, name, "trunks=%d" % vid, "--", "set", "Interface", name,
+                "type=vxlan", *["options:%s=%s" % kv for kv in sorted(opts.items())],
+                "--", "set", "Port", name, key), dry_run, done)
+
+        # 4. the cluster's guests: every port of theirs tagged, detached taps attached again
+        for name, mac in sorted(self._node_ports(seg, links, names, ports).items()):
+            p = ports.get(name)
+            if p is None:
+                self._run(host, self._vsctl("--may-exist", "add-port", br, name, "tag=%d" % vid,
+                                            "--", "set", "Interface", name,
+                                            "external_ids:%s=%s" % (ATTACHED_MAC, mac)),
+                          dry_run, done)
+            elif name not in here:
+                LOG.warning("host %s: %s (%s) is a port of another Open vSwitch bridge: left "
+                            "alone", host.name, name, mac)
+            elif p.tag != vid or p.trunks:
+                self._run(host, self._vsctl("set", "Port", name, "tag=%d" % vid, "trunks=[]"),
+                          dry_run, done)
+        return done
+
+    def _delete_host(self, seg: ClusterSegment, host: HostSide, dry_run: bool) -> List[str]:
+        done: List[str] = []
+        names, ports = self._ovs(host, missing_ok=True)
+        links = self._links(host)
+        mine = [n for n in names if ports[n].ours(seg)]
+        nodes = [n for n in sorted(self._node_ports(seg, links, names, ports)) if n in names]
+        for name in mine + nodes:
+            self._run(host, self._vsctl("--if-exists", "del-port", self.ovs_bridge, name),
+                      dry_run, done)
+        port = self.dhcp_port(seg)
+        veths = [port] if port in links and self._ours(links[port], seg) else []
+        veths += [lk.name for lk in links.values() if lk.kind == "veth" and self._ours(lk, seg)
+                  and lk.master == seg.bridge and lk.parent not in veths]
+        for name in veths:  # deleting one end of a veth pair deletes both
+            self._run(host, ["ip", "link", "del", "dev", name], dry_run, done)
+        return done
 
 
 class NullBackend(IsolationBackend):
@@ -728,7 +1058,8 @@ def make_isolation(cfg) -> IsolationBackend:
     if net.isolation == "ovs":
         if not net.ovs_bridge:
             raise ConfigError(cfg.path, "[network] ovs_bridge", "required with isolation = ovs")
-        return OvsBackend(net.ovs_bridge)
+        return OvsBackend(net.ovs_bridge, transport=net.ovs_transport, trunk_nic=net.trunk_nic,
+                          udp_port=net.vxlan_port)
     if net.isolation == "none":
         return NullBackend()
     raise ConfigError(cfg.path, "[network] isolation",

@@ -53,7 +53,7 @@ import subprocess
 import time
 import uuid
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from vc.errors import HypervisorError, VcError
 
@@ -220,19 +220,23 @@ def check_argv(argv: Sequence[str]) -> Argv:
 ##################
 
 
-def _spawn(argv: Argv, timeout: Optional[float]) -> Tuple[Optional[int], str, str]:
+def _spawn(argv: Argv, timeout: Optional[float],
+           data: Optional[bytes] = None) -> Tuple[Optional[int], str, str]:
     """Run ``argv`` (no shell) in a session of its own, so that a timeout kills it with all its
-    children: ``(exit status or None on timeout, stdout, stderr)``. :raises OSError:"""
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, errors="replace",
+    children: ``(exit status or None on timeout, stdout, stderr)``. ``data``: bytes for its
+    stdin (else it reads /dev/null). :raises OSError:"""
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           start_new_session=True) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-            return None, out or "", err or ""
-    return proc.returncode, out, err
+            rc = None
+        else:
+            rc = proc.returncode
+    return rc, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
 
 
 class Executor(abc.ABC):
@@ -253,6 +257,22 @@ class Executor(abc.ABC):
         return self._run(check_argv(argv))
 
     __call__ = run
+
+    def run_input(self, argv: Sequence[str], data: bytes) -> str:
+        """Run one command with ``data`` on its stdin (e.g. a seed image written on a host
+        with ``sh -c 'cat > F'``); its stdout. :raises CommandError:"""
+        argv = check_argv(argv)
+        rc, out, err = self._exec_input(argv, data)
+        self._log(argv, rc, err)
+        if rc is None:
+            raise self._error(argv, None, "timed out after %s s" % getattr(
+                self, "command_timeout", None))
+        if rc:
+            raise self._error(argv, rc, err)
+        return out
+
+    def _exec_input(self, argv: Argv, data: bytes) -> Tuple[Optional[int], str, str]:
+        raise NotImplementedError("%s cannot pass stdin" % type(self).__name__)
 
     def run_script(self, cmds: Iterable[Sequence[str]]) -> List[str]:
         """Run the commands in order, in one go; their stdouts. The first failure is raised
@@ -387,6 +407,12 @@ class LocalExecutor(ShellExecutor):
     def _exec(self, script):
         return _spawn(["/bin/sh", "-c", script], self.command_timeout)
 
+    def _exec_input(self, argv, data):
+        try:
+            return _spawn(argv, self.command_timeout, data)
+        except OSError as e:
+            return 127, "", str(e)
+
 
 class OpenSSHExecutor(ShellExecutor):
     """Runs commands on a host with the ``ssh`` program: the trust libvirt's own ``qemu+ssh://``
@@ -397,17 +423,27 @@ class OpenSSHExecutor(ShellExecutor):
     """
 
     def __init__(self, dest: str, port: Optional[int] = None, name: Optional[str] = None,
-                 connect_timeout: float = 10, command_timeout: Optional[float] = LOCAL_TIMEOUT):
+                 connect_timeout: float = 10, command_timeout: Optional[float] = LOCAL_TIMEOUT,
+                 keyfile: Optional[str] = None):
         self.dest, self.name, self.command_timeout = dest, name or dest, command_timeout
         self.ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout]
         if port:
             self.ssh += ["-p", str(port)]
+        if keyfile:  # the URI's ?keyfile=, as libvirt's ssh transport uses it
+            self.ssh += ["-i", keyfile, "-o", "IdentitiesOnly=yes"]
 
     def __repr__(self):
         return "OpenSSHExecutor(%r)" % self.dest
 
     def _exec(self, script):
         return _spawn(self.ssh + [self.dest, "--", script], self.command_timeout)
+
+    def _exec_input(self, argv, data):
+        try:
+            return _spawn(self.ssh + [self.dest, "--", shlex.join(argv)], self.command_timeout,
+                          data)
+        except OSError as e:
+            return 127, "", str(e)
 
 
 def run_local(argv: Sequence[str], timeout: Optional[float] = LOCAL_TIMEOUT) -> str:
@@ -432,7 +468,8 @@ def executor_for_uri(uri: str, name: Optional[str] = None) -> Executor:
         return LocalExecutor(name or "local")
     if transport == "ssh" and u.hostname:
         dest = ("%s@%s" % (u.username, u.hostname)) if u.username else u.hostname
-        return OpenSSHExecutor(dest, u.port, name=name or u.hostname)
+        key = next((v for k, v in parse_qsl(u.query) if k == "keyfile"), None)
+        return OpenSSHExecutor(dest, u.port, name=name or u.hostname, keyfile=key)
     raise HypervisorError(host=uri, op="run host commands",
                           detail="only local and qemu+ssh:// hosts are supported")
 

@@ -143,14 +143,15 @@ def dump_text(ctl, plan) -> str:
 
 
 class Network(Step):
-    """The cluster network on each host it uses (DHCP host entries included)."""
+    """The cluster network on each host it uses (DHCP host entries included); the isolation
+    backend may need it on fewer hosts (``ovs``: only the DHCP host)."""
 
     name = "network"
 
     def run(self, r):
         seg = r.ctl.segment(r.plan, r.hosts_used())
         mtu = r.ctl.isolation.mtu(seg) if seg else None
-        for h in r.hosts_used():
+        for h in r.ctl.isolation.network_hosts(r.plan, r.hosts_used(), seg):
             r.ctl.networks.ensure(r.cfg, r.plan, r.ctl.host(h), mtu, joined=seg is not None)
         return network.names(r.cfg, r.rack)[0]
 

@@ -184,9 +184,30 @@ class Disks(Step):
         disks.private_dir(r.cfg.virt.disk_dir)     # 700: the nodes' data and consoles
         disks.private_dir(r.cfg.virt.console_dir)
         for n in r.plan.nodes:
-            disks.create_cow_disk(designer.disk_path(r.cfg, n.name),
-                                  r.cfg.appliance(n.appliance).image, n.disk_gb, r.ctl.execute)
+            make_disk(r.ctl, n)
         return ""
+
+
+def make_disk(ctl, n) -> bool:
+    """The node's overlay, made on the host that runs it (a remote host: through its
+    executor, over the SSH trust libvirt's transport uses)."""
+    path, base = designer.disk_path(ctl.cfg, n.name), ctl.cfg.appliance(n.appliance).image
+    if disks.is_remote(ctl.cfg, n.host):
+        ex = ctl.host_exec(n.host)
+        ex(["mkdir", "-p", "-m", "700", ctl.cfg.virt.console_dir])
+        return disks.create_cow_disk_on(ex, path, base, n.disk_gb)
+    return disks.create_cow_disk(path, base, n.disk_gb, ctl.execute)
+
+
+def put_seed(ctl, n, files) -> None:
+    """Write the node's seed image on the host that runs it (remote: its bytes over stdin)."""
+    from vc import seed
+
+    path = designer.seed_path(ctl.cfg, n.name)
+    if disks.is_remote(ctl.cfg, n.host):
+        disks.write_file_on(ctl.host_exec(n.host), path, seed.iso_bytes(files))
+    else:
+        seed.write_iso(path, files)
 
 
 class Storage(Step):
@@ -237,8 +258,8 @@ class Seed(Step):
         seg = ctl.segment(r.plan, r.hosts_used())
         mtu = ctl.isolation.mtu(seg) if seg else None
         for n in r.plan.nodes:
-            seed.write_iso(designer.seed_path(cfg, n.name), seed.render(designer.seed_input(
-                cfg, r.plan, n, r.vols(), owner_keys, pair, mtu)))
+            put_seed(ctl, n, seed.render(designer.seed_input(cfg, r.plan, n, r.vols(),
+                                                             owner_keys, pair, mtu)))
         if not owner_keys:
             ctl.progress("rack %d: warning: %s has no SSH key: nobody can log in (vc_ctl.py "
                          "key add)" % (r.rack, owner))
@@ -266,23 +287,27 @@ def cluster_key(cfg, rack):
 
 
 class BootGateways(Step):
+    """The gateways are defined and started first (the virtual frontend before its nodes); the
+    next step does not wait for them to be launched before it launches the computes."""
+
     name = "boot_gateways"
 
     def run(self, r):
         gws = [n for n in r.plan.nodes if n.appliance == designer.GATEWAY]
         for n in gws:
-            boot(r.ctl, r.plan, n, vols=r.vols())
+            boot(r.ctl, r.plan, n, vols=r.vols(), wait=False)
         return ", ".join(n.name for n in gws)
 
 
 class BootComputes(Step):
-    """All computes in parallel, each on a libvirt connection of its own."""
+    """All computes in parallel, each on a libvirt connection of its own; then every node of
+    the cluster (the gateways too) is waited for until it runs."""
 
     name = "boot_computes"
 
     def run(self, r):
         cps = [n for n in r.plan.nodes if n.appliance != designer.GATEWAY]
-        parallel(lambda n: boot(r.ctl, r.plan, n, True, r.vols()), cps,
+        parallel(lambda n: boot(r.ctl, r.plan, n, True, r.vols()), r.plan.nodes,
                  r.cfg.virt.boot_parallel)
         return "%d computes" % len(cps)
 
@@ -306,12 +331,13 @@ def node_spec(ctl, plan, node, vols):
                                 seed=designer.seed_path(ctl.cfg, node.name))
 
 
-def boot(ctl, plan, node, own_connection=False, vols=None) -> None:
+def boot(ctl, plan, node, own_connection=False, vols=None, wait=True) -> None:
     """Define and start one node; wait until it runs (one retry: destroy, start again).
 
     :param vols: the cluster's attached volumes (None: read them).
     :param own_connection: use a connection of its own (parallel boots: libvirtd serves at
         most ``max_client_requests`` (5) calls of one connection at a time).
+    :param wait: False: define and start it only (a later ``boot`` waits and retries).
     """
     if vols is None:
         vols = [v for v in volumes(ctl.db, plan.rack) if v["iqn"]]
@@ -319,19 +345,23 @@ def boot(ctl, plan, node, own_connection=False, vols=None) -> None:
     if own_connection and not getattr(shared, "state_per_connection", False):
         host = ctl.open_host(node.host, shared.uri)
         try:
-            return _boot_on(ctl, host, plan, node, vols)
+            return _boot_on(ctl, host, plan, node, vols, wait)
         finally:
             host.close()
-    return _boot_on(ctl, shared, plan, node, vols)
+    return _boot_on(ctl, shared, plan, node, vols, wait)
 
 
-def _boot_on(ctl, host, plan, node, vols):
+def _boot_on(ctl, host, plan, node, vols, wait=True):
     spec = node_spec(ctl, plan, node, vols)
     timeout = ctl.cfg.virt.boot_timeout
     # the CHAP secrets its iSCSI disks name, on its host before the domain that names them
     for usage, secret in iscsi.libvirt_secrets(ctl.cfg, node.appliance, vols):
         host.ensure_secret(usage, secret)
     host.define(spec)
+    if not wait:
+        if host.state(spec.name) != "running":
+            host.start(spec.name)
+        return
     for attempt in (1, 2):
         if attempt == 2:
             host.destroy(spec.name)
@@ -416,7 +446,7 @@ class Shutdown(Step):
 
     def run(self, r):
         ctl, wait = r.ctl, r.cfg.virt.shutdown_timeout
-        r.doms = find_domains(ctl, r.rack)
+        r.doms = find_domains(ctl, r.rack, r.plan)
 
         def one(hd):
             h, d = hd
@@ -435,10 +465,13 @@ class Shutdown(Step):
         return "%d domains" % len(r.doms)
 
 
-def find_domains(ctl, rack):
-    """[(host, domain name)] of every domain on every host whose name says it is this rack's."""
+def find_domains(ctl, rack, plan=None):
+    """[(host, domain name)] of every domain on every host whose name says it is this rack's
+    (a host that does not answer and holds none of its nodes is skipped: :func:`_answers`)."""
     rx = designer.rack_re(ctl.cfg, rack)
-    return [(host, d) for host in (ctl.host(h.name) for h in ctl.cfg.hosts)
+    plan = plan or ctl.db.transaction(lambda cur: addresses.load(cur, rack))
+    return [(host, d) for host in (ctl.host(h.name) for h in ctl.cfg.hosts
+                                   if _answers(ctl, h.name, plan))
             for d in host.list_domains(ctl.cfg.virt.name_prefix + "-") if rx.match(d)]
 
 
@@ -448,9 +481,9 @@ class Undefine(Step):
     name = "undefine"
 
     def run(self, r):
-        for h, d in getattr(r, "doms", None) or find_domains(r.ctl, r.rack):
+        for h, d in getattr(r, "doms", None) or find_domains(r.ctl, r.rack, r.plan):
             h.undefine(d)
-        for h in (r.ctl.host(x.name) for x in r.cfg.hosts):
+        for h in (r.ctl.host(x.name) for x in r.cfg.hosts if _answers(r.ctl, x.name, r.plan)):
             for usage in h.list_secrets(iscsi.rack_secret_prefix(r.cfg, r.rack)):
                 h.remove_secret(usage)
         return ""
@@ -468,8 +501,27 @@ class RemoveDisks(Step):
             for f in os.listdir(d) if os.path.isdir(d) else ():
                 if rx.match(f.split(".", 1)[0]):
                     os.unlink(os.path.join(d, f))
+        # and on every remote host (its disks, seeds and consoles are there)
+        gone = 0
+        for h in cfg.hosts:
+            if disks.is_remote(cfg, h.name) and _answers(r.ctl, h.name, r.plan):
+                for d in (cfg.virt.disk_dir, cfg.virt.console_dir):
+                    gone += len(disks.remove_matching_on(r.ctl.host_exec(h.name), d, rx.match))
         shutil.rmtree(designer.key_dir(cfg, r.rack), ignore_errors=True)
-        return ""
+        return "%d file(s) on remote hosts" % gone if gone else ""
+
+
+def _answers(ctl, host_name, plan) -> bool:
+    """May a stop skip this host? Only when it does not answer and holds no node of the plan
+    (nothing of the rack can be there: a node is defined only on its recorded host; a host
+    that lost nodes to failover is fenced by the tick when it returns)."""
+    if ctl.ha.reachable(host_name):
+        return True
+    if plan is not None and any(n.host == host_name for n in plan.nodes):
+        raise ClusterError("host %s does not answer and runs %s: cannot remove them there" % (
+            host_name, ", ".join(n.name for n in plan.nodes if n.host == host_name)))
+    LOG.warning("host %s does not answer and holds no node of this rack: skipped", host_name)
+    return False
 
 
 class Unregister(Step):
@@ -495,7 +547,8 @@ class RemoveNetwork(Step):
 
     def run(self, r):
         for h in r.cfg.hosts:
-            r.ctl.networks.remove(r.cfg, r.rack, r.ctl.host(h.name))
+            if _answers(r.ctl, h.name, r.plan):
+                r.ctl.networks.remove(r.cfg, r.rack, r.ctl.host(h.name))
         return ""
 
 
@@ -551,7 +604,8 @@ def vlan(ctl, rack: int, action: str, dry_run: bool = False, plan=None) -> List[
     if action == "add":
         seg = ctl.segment(plan, sorted({n.host for n in plan.nodes}))
         return ctl.isolation.add(seg, dry_run) if seg else []
-    hosts = [h.name for h in ctl.isolation.delete_hosts(ctl.cfg)]
+    hosts = [h.name for h in ctl.isolation.delete_hosts(ctl.cfg)
+             if dry_run or _answers(ctl, h.name, plan)]
     seg = ctl.segment(plan, hosts) if hosts else None
     return ctl.isolation.delete(seg, dry_run) if seg else []
 

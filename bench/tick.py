@@ -74,6 +74,8 @@ def main():
                             "password": env["VC_DB_PASSWORD"], "name": name}
         data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "8192", "vcpus": "16"}
         data["addresses"]["private_pool"] = "10.215.0.0/16"
+        # the gateways' public NIC: the demo's public network (make bench starts it)
+        data["network"] = {"public_network": "vc-public"}
         data["site"] = {"timezone": "UTC", "state_dir": os.path.join(tmp, "state"),
                         "log_file": os.path.join(tmp, "vc.log")}
         guest = os.path.join(VAR, "guest")
@@ -113,7 +115,8 @@ def main():
                             "2", "--memory", "128", "--disk", "1", "--json"], env=e,
                            capture_output=True, text=True, check=True)
         rack = json.loads(r.stdout)["rack"]
-        subprocess.run(["/usr/bin/python3", CRON], env=e, check=True)
+        r = subprocess.run(["/usr/bin/python3", CRON], env=e, capture_output=True, text=True)
+        assert r.returncode == 0, (r.stderr, open(os.path.join(tmp, "vc.log")).read()[-3000:])
         ev = {x["to_state"]: x["at"].replace(tzinfo=timezone.utc) for x in db.query(
             "SELECT to_state, at FROM vcevent WHERE rack=%s AND from_state <> to_state",
             (rack,))}

@@ -94,3 +94,26 @@ def test_random_race_never_overbooks(cfg, db):
     n = booked_never_exceeds(cfg, db)
     assert n >= 3  # something was admitted, and some were refused
     assert n < 48
+
+
+def test_admission_writes_its_counter_row(cfg, db):
+    """Every admission *writes* the shared counter row in its transaction (on Galera a row lock
+    alone is node-local; the write is what certification serialises): an admitted booking and
+    an extension count, a refused booking is rolled back with the rest of its transaction."""
+    def counter():
+        return db.query("SELECT value FROM vccounter WHERE name = 'admission'")[0]["value"]
+
+    f = {"owner": "bob", "start": "2026-12-01T10:00", "end": "2026-12-01T12:00",
+         "gateways": "1", "computes": "2", "memory_mb": "1024"}
+    before = counter()
+    rack = R.create(cfg, db, dict(f), NOW)
+    assert counter() == before + 1
+    try:
+        R.create(cfg, db, dict(f), NOW)
+    except CapacityError:
+        pass
+    else:
+        raise AssertionError("the second booking fits?")
+    assert counter() == before + 1
+    R.extend(cfg, db, rack, "2026-12-01T13:00", NOW, "bob")
+    assert counter() == before + 2

@@ -84,7 +84,8 @@ def test_every_key_is_declared_with_parser_default_and_help():
 def test_sections_and_fields():
     cfg = make_cfg()
     assert set(vconfig.SECTIONS) == {"database", "addresses", "limits", "defaults", "site",
-                                     "virt", "register", "storage", "network", "web", "cron"}
+                                     "virt", "register", "storage", "network", "web", "cron",
+                                     "notify"}
     assert cfg.virt.boot_timeout == 60 and cfg.virt.ready_timeout == 300 and cfg.virt.rng is True
     assert cfg.storage.backend == "tgt" and cfg.storage.connect_timeout == 10
     assert cfg.network.isolation == "vxlan" and cfg.network.public_network == "default"

@@ -11,6 +11,7 @@ finished by running it again. tests/real/test_isolation_real.py does the same on
 import copy
 import json
 import os
+import shlex
 import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
@@ -86,7 +87,7 @@ class FakeHost(RecordingExecutor):
             # a learnt unicast entry has a dst as well: it must not count as a flood entry
             out += [{"mac": "52:54:00:00:00:99", "dst": "10.9.9.9", "flags": ["self"]}]
             return json.dumps(out)
-        if argv[:3] == ["ovs-vsctl", "br-exists", argv[2]] and len(argv) == 3:
+        if len(argv) == 3 and argv[:2] == ["ovs-vsctl", "br-exists"]:
             if argv[2] not in self.ovs_bridges:
                 raise CommandError(argv, 2, "")
             return ""
@@ -505,18 +506,223 @@ def test_8021q_vlan_on_the_wrong_nic_is_recreated():
 # Open vSwitch   #
 ##################
 
+OVS = ["ovs-vsctl", "--timeout=30"]
+QUERY = isolation.ovs_query("br-vc")
+NFT_LIST = ["nft", "list", "tables"]
+GUARD = ["nft", isolation.guard_rules("vc")]
+
+
+def _ovs_atom_set(values):
+    """OVSDB JSON for a set: the atom itself when it has one element (as ovs-vsctl prints)."""
+    return values[0] if len(values) == 1 else ["set", list(values)]
+
+
+class FakeOvsHost(FakeHost):
+    """FakeHost plus an Open vSwitch (bridges, ports with their one interface), veth pairs,
+    taps, ethtool's tx checksumming and nftables tables, driven by the commands VC runs."""
+
+    def __init__(self, name, bridges=("br-vc",), **kw):
+        super().__init__(name, **kw)
+        self.bridges = {b: [b] for b in bridges}  # bridge -> its ports (its own port first)
+        self.ports = {b: self._port(b, type="internal") for b in bridges}
+        self.tx_off = set()
+        self.tables = set()
+
+    @staticmethod
+    def _port(name, tag=None, trunks=(), ids=None, type="", options=None, iface_ids=None):
+        return dict(name=name, tag=tag, trunks=list(trunks), ids=dict(ids or {}), type=type,
+                    options=dict(options or {}), iface_ids=dict(iface_ids or {}))
+
+    def bridge_of(self, port):
+        return next((b for b, ps in self.bridges.items() if port in ps), None)
+
+    def tap(self, mac, name=None):
+        """A guest's tap as libvirt makes it (MAC fe:...), not yet on OVS."""
+        name = name or "vc-" + mac.replace(":", "")[-6:]
+        self.links[name] = self._link(name, "tun", up=True)
+        self.links[name]["address"] = isolation.tap_mac(mac)
+        return name
+
+    def attach(self, tap, mac, tag, bridge="br-vc"):
+        """What libvirt does when the guest starts: the tap an access port with its MAC."""
+        self.bridges[bridge].append(tap)
+        self.ports[tap] = self._port(tap, tag=tag, iface_ids={"attached-mac": mac})
+
+    def ovs_state(self):
+        return copy.deepcopy((self.bridges, self.ports, self.links, sorted(self.tx_off),
+                              sorted(self.tables)))
+
+    def _json(self, lk):
+        d = super()._json(lk)
+        if lk.get("address"):
+            d["address"] = lk["address"]
+        return d
+
+    def respond(self, argv):
+        if argv == QUERY or (argv[:2] == OVS and "--format=json" in argv):
+            br = argv[argv.index("list-ports") + 1]
+            if br not in self.bridges:
+                raise CommandError(argv, 1, "ovs-vsctl: no bridge named %s" % br)
+            m = lambda d: ["map", sorted([k, v] for k, v in d.items())]  # noqa: E731
+            ports = {"headings": ["name", "tag", "trunks", "external_ids"],
+                     "data": [[p["name"], ["set", []] if p["tag"] is None else p["tag"],
+                               _ovs_atom_set(p["trunks"]), m(p["ids"])]
+                              for p in self.ports.values()]}
+            ifaces = {"headings": ["name", "type", "options", "external_ids"],
+                      "data": [[p["name"], p["type"], m(p["options"]), m(p["iface_ids"])]
+                               for p in self.ports.values()]}
+            return "".join(n + "\n" for n in self.bridges[br]) + json.dumps(ports) + "\n" + \
+                json.dumps(ifaces) + "\n"
+        if argv == NFT_LIST:
+            return "".join("table %s\n" % t for t in sorted(self.tables))
+        if argv[:2] == ["ethtool", "-k"]:
+            return "Features for %s:\ntx-checksumming: %s\n" % (
+                argv[2], "off" if argv[2] in self.tx_off else "on")
+        return super().respond(argv)
+
+    def _apply(self, argv):
+        if argv[:3] == ["ip", "link", "add"] and "veth" in argv:
+            i = argv.index("type")
+            opts, peer = dict(zip(argv[3:i:2], argv[4:i:2])), \
+                dict(zip(argv[i + 3::2], argv[i + 4::2]))
+            for a in (opts, peer):
+                if a["name"] in self.links:
+                    self._fail(argv, "RTNETLINK answers: File exists")
+            for a, b in ((opts, peer), (peer, opts)):
+                self.links[a["name"]] = self._link(a["name"], "veth", group=int(a["group"]),
+                                                   mtu=int(a["mtu"]), parent=b["name"])
+        elif argv[:4] == ["ip", "link", "del", "dev"] and \
+                (self.links.get(argv[4]) or {}).get("kind") == "veth":
+            peer = self.links[argv[4]]["parent"]
+            super()._apply(argv)
+            if peer in self.links:
+                super()._apply(argv[:4] + [peer])
+        elif argv[:2] == ["ethtool", "-K"]:
+            if argv[2] not in self.links:
+                self._fail(argv, "Cannot get device settings")
+            self.tx_off.add(argv[2])
+        elif argv[0] == "nft":
+            for cmd in argv[1].split(" ; "):
+                w = cmd.split()
+                if w[:2] == ["add", "table"]:
+                    self.tables.add("%s %s" % (w[2], w[3]))
+                elif w[:2] == ["delete", "table"]:
+                    self.tables.remove("%s %s" % (w[2], w[3]))
+        elif argv[:2] == OVS:
+            for sub in self._subcommands(argv[2:]):
+                self._vsctl(argv, sub)
+        else:
+            super()._apply(argv)
+
+    @staticmethod
+    def _subcommands(args):
+        out, cur = [], []
+        for a in args + ["--"]:
+            if a == "--":
+                if cur:
+                    out.append(cur)
+                cur = []
+            else:
+                cur.append(a)
+        return out
+
+    def _vsctl(self, argv, sub):
+        flags = [a for a in sub if a.startswith("--")]
+        w = [a for a in sub if not a.startswith("--")]
+        if w[0] == "add-port":
+            br, name = w[1], w[2]
+            if self.bridge_of(name):
+                if "--may-exist" in flags:
+                    return
+                self._fail(argv, "ovs-vsctl: cannot create a port named %s because a port "
+                                 "named %s already exists" % (name, name))
+            self.bridges[br].append(name)
+            self.ports[name] = self._port(name)
+            self._set_columns(self.ports[name], w[3:])
+        elif w[0] == "del-port":
+            name = w[-1]
+            br = self.bridge_of(name)
+            if br is None:
+                if "--if-exists" in flags:
+                    return
+                self._fail(argv, "ovs-vsctl: no port named %s" % name)
+            self.bridges[br].remove(name)
+            del self.ports[name]
+        elif w[0] == "set":
+            self._set_columns(self.ports[w[2]], w[3:], iface=w[1] == "Interface")
+        else:  # pragma: no cover - a command the fake does not know is a test bug
+            raise AssertionError("unexpected ovs-vsctl %s" % sub)
+
+    @staticmethod
+    def _set_columns(p, cols, iface=False):
+        for c in cols:
+            k, v = c.split("=", 1)
+            if k == "tag":
+                p["tag"] = int(v)
+            elif k == "trunks":
+                p["trunks"] = [] if v == "[]" else [int(v)]
+            elif k == "type":
+                p["type"] = v
+            elif k.startswith("options:"):
+                p["options"][k.split(":", 1)[1]] = v
+            elif k.startswith("external_ids:"):
+                p["iface_ids" if iface else "ids"][k.split(":", 1)[1]] = v
+            else:  # pragma: no cover
+                raise AssertionError("unexpected column %s" % c)
+
+    def changing(self):
+        return [c for c in self.calls if c not in (LINKS, QUERY, NFT_LIST)
+                and c[:2] != ["ethtool", "-k"]]
+
+
+def ovs_hosts(n, bridge=True):
+    """Fake hosts h1..hn with OVS bridge br-vc; h1 also has the cluster's libvirt bridge."""
+    fakes = [FakeOvsHost("h%d" % i) for i in range(1, n + 1)]
+    if bridge:
+        fakes[0].links["vcbr3"] = FakeHost._link("vcbr3", "bridge", up=True)
+    return fakes
+
+
+def ovs_segment(fakes, vid=100, dhcp="h1", macs=(), **kw):
+    return ClusterSegment(rack=3, isolation_id=vid, bridge="vcbr3", port="vcv%d" % vid,
+                          hosts=[f.side("192.168.250.%d" % i) for i, f in enumerate(fakes, 1)],
+                          macs=list(macs), dhcp_host=dhcp, **kw)
+
+
+def dhcp_port_cmds(vid=100, mtu=1500):
+    p, b = "vcv%d" % vid, "vcv%db" % vid
+    return [["ip", "link", "add", "name", p, "group", G, "mtu", str(mtu), "type", "veth",
+             "peer", "name", b, "group", G, "mtu", str(mtu)],
+            ["ip", "link", "set", "dev", b, "addrgenmode", "none", "alias", "vc:rack3",
+             "master", "vcbr3"],
+            ["ethtool", "-K", b, "tx", "off"],
+            ["ip", "link", "set", "dev", b, "up"],
+            ["ip", "link", "set", "dev", p, "addrgenmode", "none", "alias", "vc:rack3"],
+            ["ip", "link", "set", "dev", p, "up"],
+            OVS + ["--may-exist", "add-port", "br-vc", p, "tag=%d" % vid, "--", "set", "Port",
+                   p, "external_ids:vc-cluster=vcbr3"]]
+
+
+def tunnel_cmd(local, remote, vid=100):
+    name = "vcv%d-%s" % (vid, remote)
+    return OVS + ["add-port", "br-vc", name, "trunks=%d" % vid, "--", "set", "Interface", name,
+                  "type=vxlan", "options:key=%d" % vid, "options:local_ip=" + local,
+                  "options:remote_ip=" + remote, "--", "set", "Port", name,
+                  "external_ids:vc-cluster=vcbr3"]
+
 
 def test_ovs_interface_golden():
-    xml = OvsBackend("br-vc").interface_xml("52:54:00:00:03:01", 1003)
+    xml = OvsBackend("br-vc", transport="vxlan").interface_xml("52:54:00:00:03:01", 1003)
     assert_golden("ovs-interface.xml", xml)
     assert xml == isolation.ovs_interface_xml("52:54:00:00:03:01", 1003, "br-vc")
 
 
-def ovs_domain():
-    seg = ClusterSegment(3, 1003, "vcbr3")
+def ovs_domain(seg=None):
+    seg = seg or ClusterSegment(3, 1003, "vcbr3")
+    nic = OvsBackend("br-vc", transport="vxlan").interface_spec("52:54:00:00:03:01", "vc-net3",
+                                                                seg)
     return DomainSpec(name="vc-3-gw", memory_mb=256, vcpus=1,
-                      interfaces=[OvsBackend("br-vc").interface_spec("52:54:00:00:03:01",
-                                                                     "vc-net3", seg),
+                      interfaces=[nic,
                                   InterfaceSpec("52:54:00:00:03:02", bridge="br-public")],
                       uuid="6f1c2a3e-55d4-4b7e-9a35-0c1e6a1b2c3d")
 
@@ -525,14 +731,19 @@ def test_ovs_interface_in_a_domain_is_accepted_by_libvirt():
     dom = ovs_domain().to_element()
     iface = dom.find("devices/interface")
     ET.indent(iface, space="  ")
-    # the domain carries exactly the golden interface (DomainSpec's own golden is elsewhere)
-    assert ET.tostring(iface, encoding="unicode").strip() == OvsBackend("br-vc").interface_xml(
-        "52:54:00:00:03:01", 1003).strip()
+    assert ET.tostring(iface, encoding="unicode").strip() == OvsInterfaceSpec(
+        "52:54:00:00:03:01", bridge="br-vc", vlan=1003, target="vc-000301").to_xml().strip()
+    # tunnelled between hosts: the guest computes its own checksums
+    tunnelled = ClusterSegment(3, 1003, "vcbr3", hosts=[HostSide("h1", None, "192.0.2.1"),
+                                                        HostSide("h2", None, "192.0.2.2")])
     conn = libvirt.open(TEST_URI)
     try:
         back = conn.defineXML(ovs_domain().to_xml()).XMLDesc(0)
         assert "<virtualport type='openvswitch'" in back
-        assert "<tag id='1003'/>" in back
+        assert "<tag id='1003'/>" in back and "<target dev='vc-000301'/>" in back
+        assert "csum" not in back
+        back = conn.defineXML(ovs_domain(tunnelled).to_xml()).XMLDesc(0)
+        assert "<host csum='off'/>" in back
     finally:
         conn.close()
 
@@ -544,16 +755,269 @@ def test_ovs_interface_checks():
         OvsInterfaceSpec("52:54:00:00:03:01", network="vc-net3", vlan=3)
 
 
-def test_ovs_add_checks_the_bridge_and_creates_nothing():
-    h1, h2 = FakeHost("h1", ovs_bridges=["br-vc"]), FakeHost("h2", ovs_bridges=["br-vc"])
-    be = OvsBackend("br-vc")
-    seg = segment([h1, h2], vni=100)
+def test_ovs_add_one_host_exact_and_again():
+    (h1,) = ovs_hosts(1)
+    be = OvsBackend("br-vc", transport="vxlan")
+    done = be.add(ovs_segment([h1]))
+    expected = [GUARD] + dhcp_port_cmds()
+    assert h1.calls == [QUERY, LINKS, NFT_LIST] + expected
+    assert done == ["h1: " + shlex.join(c) for c in expected]
+    assert h1.ports["vcv100"] == FakeOvsHost._port("vcv100", tag=100,
+                                                   ids={"vc-cluster": "vcbr3"})
+    assert h1.links["vcv100b"]["master"] == "vcbr3" and h1.tx_off == {"vcv100b"}
+    assert h1.tables == {"inet vc_vc", "arp vc_vc"}
+    h1.calls = []
+    assert be.add(ovs_segment([h1])) == []
+    assert h1.calls == [QUERY, LINKS, NFT_LIST, ["ethtool", "-k", "vcv100b"]]
+
+
+def test_ovs_guard_rules_exact():
+    assert isolation.guard_rules("vc") == " ; ".join([
+        "add table inet vc_vc",
+        "add chain inet vc_vc input { type filter hook input priority -300 ; policy accept ; }",
+        'add rule inet vc_vc input iifname "vc-*" drop',
+        "add chain inet vc_vc forward { type filter hook forward priority -300 ; policy accept ; }",
+        'add rule inet vc_vc forward iifname "vc-*" drop',
+        "add chain inet vc_vc output { type filter hook output priority -300 ; policy accept ; }",
+        'add rule inet vc_vc output oifname "vc-*" drop',
+        "add table arp vc_vc",
+        "add chain arp vc_vc input { type filter hook input priority -300 ; policy accept ; }",
+        'add rule arp vc_vc input iifname "vc-*" drop',
+        "add chain arp vc_vc output { type filter hook output priority -300 ; policy accept ; }",
+        'add rule arp vc_vc output oifname "vc-*" drop'])
+    # one table of the two gone (someone flushed it): both made again
+    (h1,) = ovs_hosts(1)
+    h1.tables = {"inet vc_vc"}
+    OvsBackend("br-vc", transport="vxlan").add(ovs_segment([h1]))
+    assert h1.changing()[:2] == [["nft", "delete table inet vc_vc"], GUARD]
+
+
+def test_ovs_two_hosts_vxlan_exact():
+    h1, h2 = ovs_hosts(2)
+    be = OvsBackend("br-vc", transport="vxlan")
+    seg = ovs_segment([h1, h2])
+    assert be.mtu(seg) == 1446  # 1500 - 50 (VXLAN) - 4 (the tag inside)
+    be.add(seg)
+    a, b = "192.168.250.1", "192.168.250.2"
+    assert h1.changing() == [GUARD] + dhcp_port_cmds(mtu=1446) + [tunnel_cmd(a, b)]
+    assert h2.changing() == [GUARD, tunnel_cmd(b, a)]  # no veth, no Linux bridge on h2
+    assert h2.ports["vcv100-" + a]["trunks"] == [100] and h2.ports["vcv100-" + a]["tag"] is None
     assert be.add(seg) == []
-    assert h1.calls == h2.calls == [["ovs-vsctl", "br-exists", "br-vc"]]
+    # a third host: one more tunnel on each, nothing else
+    h3 = FakeOvsHost("h3")
+    seg3 = ovs_segment([h1, h2, h3])
+    assert sorted(be.add(seg3)) == sorted([
+        "h1: " + shlex.join(tunnel_cmd(a, "192.168.250.3")),
+        "h2: " + shlex.join(tunnel_cmd(b, "192.168.250.3")),
+        "h3: " + shlex.join(GUARD), "h3: " + shlex.join(tunnel_cmd("192.168.250.3", a)),
+        "h3: " + shlex.join(tunnel_cmd("192.168.250.3", b))])
+    # and back to two: the tunnels to h3 go
+    assert sorted(be.add(ovs_segment([h1, h2]))) == [
+        "h1: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc",
+                                   "vcv100-192.168.250.3"]),
+        "h2: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc",
+                                   "vcv100-192.168.250.3"])]
+    with pytest.raises(VcError, match="host h2 has no underlay address"):
+        be.add(ClusterSegment(3, 100, "vcbr3", hosts=[h1.side("192.168.250.1"), h2.side()]))
+
+
+def test_ovs_delete_exact_and_again_keeps_everything_else():
+    h1, h2 = ovs_hosts(2)
+    pristine = [f.ovs_state() for f in (h1, h2)]
+    be = OvsBackend("br-vc", transport="vxlan")
+    be.add(ovs_segment([h1, h2]))
+    # another cluster's port and an operator's port stay
+    h1.attach(h1.tap("52:54:00:00:09:01"), "52:54:00:00:09:01", 200)
+    h1.bridges["br-vc"].append("eth1")
+    h1.ports["eth1"] = FakeOvsHost._port("eth1")
+    keep = h1.ovs_state()
+    done = be.delete(ovs_segment([h1, h2]))
+    assert done == ["h1: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc", "vcv100"]),
+                    "h1: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc",
+                                               "vcv100-192.168.250.2"]),
+                    "h1: ip link del dev vcv100",
+                    "h2: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc",
+                                               "vcv100-192.168.250.1"])]
+    assert be.delete(ovs_segment([h1, h2])) == []
+    assert "vc-000901" in h1.ports and "eth1" in h1.ports
+    assert "vcv100" not in h1.links and "vcv100b" not in h1.links
+    assert h2.ovs_state()[:3] == pristine[1][:3]  # only the guard stays
+    assert set(h1.ports) == set(keep[1]) - {"vcv100", "vcv100-192.168.250.2"}
+
+
+def test_ovs_del_detaches_the_guests_and_add_attaches_them_again():
+    (h1,) = ovs_hosts(1)
+    macs = ["52:54:00:00:03:01", "52:54:00:00:03:02"]
+    be = OvsBackend("br-vc", transport="vxlan")
+    seg = ovs_segment([h1], macs=macs)
+    be.add(seg)
+    for m in macs:  # the guests boot: libvirt tags their taps
+        h1.attach(h1.tap(m), m, 100)
+    assert be.add(seg) == []
+    done = be.delete(seg)
+    assert done[1:3] == ["h1: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc", t])
+                         for t in ("vc-000301", "vc-000302")]
+    assert "vc-000301" in h1.links and "vc-000301" not in h1.ports  # the tap stays, detached
     assert be.delete(seg) == []
-    h2.ovs_bridges.clear()
-    with pytest.raises(IsolationError, match="host h2: Open vSwitch bridge br-vc does not exist"):
+    h1.calls = []
+    done = be.add(seg)
+    assert h1.changing()[-2:] == [
+        OVS + ["--may-exist", "add-port", "br-vc", "vc-00030%d" % i, "tag=100", "--", "set",
+               "Interface", "vc-00030%d" % i, "external_ids:attached-mac=52:54:00:00:03:0%d" % i]
+        for i in (1, 2)]
+    assert be.add(seg) == []
+    # a guest's port untagged (a trunk of every VLAN!) or in another VLAN: tagged again
+    h1.ports["vc-000301"]["tag"] = None
+    h1.ports["vc-000302"].update(tag=7, trunks=[7])
+    assert be.add(seg) == ["h1: " + shlex.join(OVS + ["set", "Port", "vc-00030%d" % i,
+                                                      "tag=100", "trunks=[]"]) for i in (1, 2)]
+    # a tap libvirt named itself (vnetN) is found by its MAC
+    h1.tap("52:54:00:00:03:03", name="vnet7")
+    seg.macs.append("52:54:00:00:03:03")
+    assert be.add(seg) == ["h1: " + shlex.join(OVS + [
+        "--may-exist", "add-port", "br-vc", "vnet7", "tag=100", "--", "set", "Interface",
+        "vnet7", "external_ids:attached-mac=52:54:00:00:03:03"])]
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["after", "before"])
+def test_ovs_add_and_delete_crash_at_every_point_are_finished_by_a_rerun(after):
+    macs = ["52:54:00:00:03:01"]
+
+    def fresh(**kw):
+        h1, h2 = FakeOvsHost("h1", **kw), FakeOvsHost("h2")
+        h1.links["vcbr3"] = FakeHost._link("vcbr3", "bridge", up=True)
+        h1.attach(h1.tap(macs[0]), macs[0], 100)
+        h1.ports["vc-000301"]["tag"] = None  # to be tagged by add
+        return [h1, h2]
+
+    ref = fresh()
+    pristine = ref[0].ovs_state()
+    OvsBackend("br-vc", transport="vxlan", parallel=False).add(ovs_segment(ref, macs=macs))
+    n = len(ref[0].changing())
+    assert n == 1 + 7 + 1 + 1  # guard, DHCP port, tunnel, the guest's tag
+    for k in range(1, n + 1):
+        fakes = fresh(crash_at=k, crash_after=after)
+        with pytest.raises(Crash):
+            OvsBackend("br-vc", transport="vxlan").add(ovs_segment(fakes, macs=macs))
+        fakes[0].crash_at = None
+        again = OvsBackend("br-vc", transport="vxlan").add(ovs_segment(fakes, macs=macs))
+        assert [f.ovs_state() for f in fakes] == [r.ovs_state() for r in ref], "crash at %d" % k
+        assert len([a for a in again if a.startswith("h1:")]) == n - k + (0 if after else 1)
+        m = len(OvsBackend("br-vc", transport="vxlan").delete(ovs_segment(fakes[:1], macs=macs)))
+        OvsBackend("br-vc", transport="vxlan").add(ovs_segment(fakes, macs=macs))
+        for j in range(1, m + 1):
+            fakes[0].crash_at, fakes[0].changes = j, 0
+            with pytest.raises(Crash):
+                OvsBackend("br-vc", transport="vxlan").delete(ovs_segment(fakes[:1], macs=macs))
+            fakes[0].crash_at = None
+            OvsBackend("br-vc", transport="vxlan").delete(ovs_segment(fakes[:1], macs=macs))
+            st = fakes[0].ovs_state()
+            assert (st[0], st[1]) == ({"br-vc": ["br-vc"]},
+                                      {"br-vc": pristine[1]["br-vc"]}), "delete crash %d" % j
+            assert set(st[2]) == set(pristine[2])
+            OvsBackend("br-vc", transport="vxlan").add(ovs_segment(fakes, macs=macs))
+
+
+def test_ovs_repairs_what_a_crashed_run_or_someone_else_left():
+    (h1,) = ovs_hosts(1)
+    be = OvsBackend("br-vc", transport="vxlan")
+    be.add(ovs_segment([h1], vid=107))  # a crashed stop left rack 3's VLAN 107 in place
+    done = be.add(ovs_segment([h1], vid=100))
+    assert done[:2] == ["h1: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc",
+                                                   "vcv107"]), "h1: ip link del dev vcv107b"]
+    assert "vcv107" not in h1.links and "vcv107" not in h1.ports
+    # the DHCP port re-tagged, tx checksumming back on, the veth's peer gone
+    h1.ports["vcv100"]["tag"] = 5
+    h1.tx_off.clear()
+    assert be.add(ovs_segment([h1])) == [
+        "h1: ethtool -K vcv100b tx off",
+        "h1: " + shlex.join(OVS + ["--if-exists", "del-port", "vcv100", "--", "add-port",
+                                   "br-vc", "vcv100", "tag=100", "--", "set", "Port",
+                                   "vcv100", "external_ids:vc-cluster=vcbr3"])]
+    del h1.links["vcv100b"]
+    assert be.add(ovs_segment([h1]))[:2] == [
+        "h1: ip link del dev vcv100", "h1: " + shlex.join(dhcp_port_cmds()[0])]
+    # a host that is no longer the DHCP host loses the veth and its port
+    done = be.add(ovs_segment([h1], dhcp="h2"))
+    assert done == ["h1: " + shlex.join(OVS + ["--if-exists", "del-port", "br-vc", "vcv100"]),
+                    "h1: ip link del dev vcv100"]
+
+
+def test_ovs_checks_before_changing_anything():
+    be = OvsBackend("br-vc", transport="vxlan")
+    (h1,) = ovs_hosts(1)
+    h1.bridges.clear()
+    with pytest.raises(IsolationError, match="host h1: Open vSwitch bridge br-vc does not exist"):
+        be.add(ovs_segment([h1]))
+    assert be.delete(ovs_segment([h1])) == []  # nothing of it there either
+    (h1,) = ovs_hosts(1, bridge=False)
+    with pytest.raises(IsolationError, match="network bridge vcbr3 does not exist"):
+        be.add(ovs_segment([h1]))
+    (h1,) = ovs_hosts(1)
+    h1.bridges["br-vc"].append("vcv100")
+    h1.ports["vcv100"] = FakeOvsHost._port("vcv100", tag=1)
+    with pytest.raises(IsolationError, match="Open vSwitch port vcv100 exists and is not VC's"):
+        be.add(ovs_segment([h1]))
+    (h1,) = ovs_hosts(1)
+    h1.links["vcv100b"] = FakeHost._link("vcv100b", "veth")
+    with pytest.raises(IsolationError, match="vcv100b exists and is not VC's veth"):
+        be.add(ovs_segment([h1]))
+    with pytest.raises(VcError, match="VLAN id 4095"):
+        be.add(ovs_segment(ovs_hosts(1), vid=4095))
+    assert all(f.changing() == [] for f in [h1])
+
+
+def test_ovs_trunk_transport():
+    h1, h2 = ovs_hosts(2)
+    be = OvsBackend("br-vc", transport="trunk", trunk_nic="eth1")
+    seg = ovs_segment([h1, h2])
+    assert be.mtu(seg) is None and not be.tunnelled(seg)
+    with pytest.raises(IsolationError, match="trunk NIC eth1 is not a port of Open vSwitch "
+                                             "bridge br-vc"):
         be.add(seg)
+    for f in (h1, h2):
+        f.bridges["br-vc"].append("eth1")
+        f.ports["eth1"] = FakeOvsHost._port("eth1")
+    be.add(seg)
+    assert h1.changing() == [GUARD] + dhcp_port_cmds()
+    assert h2.changing() == [GUARD]  # the switch carries the VLAN: nothing per cluster
+    assert h1.ports["eth1"] == FakeOvsHost._port("eth1")  # the host's trunk is never changed
+    with pytest.raises(ValueError, match="unknown OVS transport"):
+        OvsBackend("br-vc", transport="gre")
+
+
+def test_ovs_dry_run_only_reads():
+    h1, h2 = ovs_hosts(2)
+    be = OvsBackend("br-vc", transport="vxlan")
+    planned = be.add(ovs_segment([h1, h2]), dry_run=True)
+    assert h1.changing() == [] and h2.changing() == []
+    assert be.add(ovs_segment([h1, h2])) == planned
+    assert len(be.delete(ovs_segment([h1, h2]), dry_run=True)) == 4
+    assert "vcv100" in h1.ports
+
+
+def test_parse_real_ovs_vsctl_json():
+    """Captured from ovs-vsctl 3.1 (the combined query): a one-element set is the atom."""
+    out = "\n".join([
+        "vcv100", "vcv100-192.168.250.2",
+        '{"data":[["vcv100",100,["set",[]],["map",[["vc-cluster","vcbr3"]]]],'
+        '["vcv100-192.168.250.2",["set",[]],100,["map",[["vc-cluster","vcbr3"]]]],'
+        '["pxcap",["set",[]],["set",[]],["map",[]]]],'
+        '"headings":["name","tag","trunks","external_ids"]}',
+        '{"data":[["vcv100","",["map",[]],["map",[]]],["vcv100-192.168.250.2","vxlan",'
+        '["map",[["key","100"],["local_ip","192.168.250.1"],["remote_ip","192.168.250.2"]]],'
+        '["map",[]]],["pxcap","internal",["map",[]],["map",[]]]],'
+        '"headings":["name","type","options","external_ids"]}'])
+    names, ports = isolation.parse_ovs_state(out)
+    assert names == ["vcv100", "vcv100-192.168.250.2"]
+    tun = ports["vcv100-192.168.250.2"]
+    assert (tun.tag, tun.trunks, tun.type, tun.external_ids) == (
+        None, [100], "vxlan", {"vc-cluster": "vcbr3"})
+    assert tun.options == {"key": "100", "local_ip": "192.168.250.1",
+                           "remote_ip": "192.168.250.2"}
+    assert ports["vcv100"].tag == 100 and ports["vcv100"].trunks == []
+    with pytest.raises(VcError, match="cannot parse 'ovs-vsctl list' output"):
+        isolation.parse_ovs_state("ovs-vsctl: unix:/var/run/openvswitch/db.sock: ...")
 
 
 ##################
@@ -634,9 +1098,32 @@ def test_8021q_ovs_none_segment_policy():
     assert be.mtu(seg) is None and [h.name for h in be.delete_hosts(cfg)] == ["h1", "h2"]
     cfg = two_hosts("ovs", ovs_bridge="br-vc")
     be = make_isolation(cfg)
-    seg = be.segment(cfg, PLAN, ["h2"], host_exec)
-    assert [h.name for h in seg.hosts] == ["h2"] and seg.port is None and be.mtu(seg) is None
+    nodes = [SimpleNamespace(mac="52:54:00:00:03:01", host="h2"),
+             SimpleNamespace(mac="52:54:00:00:03:02", host="h1")]
+    plan = SimpleNamespace(rack=3, isolation_id=1003, nodes=nodes)
+    seg = be.segment(cfg, plan, ["h2"], host_exec)
+    assert [h.name for h in seg.hosts] == ["h2"] and seg.port == "vtv1003"
+    assert seg.macs == ["52:54:00:00:03:01", "52:54:00:00:03:02"] and seg.dhcp_host == "h2"
+    assert be.mtu(seg) is None and be.name_prefix == "vt" and be.transport == "trunk"
     assert [h.name for h in be.delete_hosts(cfg)] == ["h1", "h2"]
+    # one host: its network there; several: only the DHCP host gets the cluster's network
+    assert be.network_hosts(plan, ["h2"], seg) == ["h2"]
+    assert be.network_hosts(plan, ["h1", "h2"], be.segment(cfg, plan, ["h1", "h2"],
+                                                            host_exec)) == ["h2"]
+    assert VxlanBackend().network_hosts(plan, ["h1", "h2"], seg) == ["h1", "h2"]
+    # vxlan across hosts: the MTU leaves room for the tag inside; the underlay is checked
+    # by add (a delete over all hosts must not need it)
+    cfg = two_hosts("ovs", {"underlay_ip": "192.168.250.1"}, {"underlay_ip": "fd00::2"},
+                    ovs_bridge="br-vc", underlay_mtu="9000", ovs_transport="vxlan")
+    be = make_isolation(cfg)
+    seg = be.segment(cfg, plan, ["h1", "h2"], host_exec)
+    assert be.mtu(seg) == 9000 - 70 - 4
+    with pytest.raises(VcError, match="mix IPv4 and IPv6"):
+        be.add(seg)
+    cfg = two_hosts("ovs", ovs_bridge="br-vc", ovs_transport="trunk", trunk_nic="eth1")
+    be = make_isolation(cfg)
+    assert (be.transport, be.trunk_nic) == ("trunk", "eth1")
+    assert be.mtu(be.segment(cfg, plan, ["h1", "h2"], host_exec)) is None
     cfg = two_hosts("none")
     be = make_isolation(cfg)
     assert be.segment(cfg, PLAN, ["h1", "h2"], host_exec) is None
@@ -655,10 +1142,17 @@ def test_interface_on_the_cluster_network(be):
 
 def test_ovs_interface_spec():
     seg = ClusterSegment(3, 1003, "vcbr3")
-    nic = OvsBackend("br-vc").interface_spec("52:54:00:00:03:01", "vc-net3", seg)
-    assert nic == OvsInterfaceSpec(mac="52:54:00:00:03:01", bridge="br-vc", vlan=1003)
+    nic = OvsBackend("br-vc", name_prefix="vt").interface_spec("52:54:00:0A:03:01", "vc-net3",
+                                                               seg)
+    assert nic == OvsInterfaceSpec(mac="52:54:00:0a:03:01", bridge="br-vc", vlan=1003,
+                                   target="vt-0a0301")
+    seg.hosts = [HostSide("h1", None, "192.0.2.1"), HostSide("h2", None, "192.0.2.2")]
+    nic = OvsBackend("br-vc", transport="vxlan").interface_spec("52:54:00:00:03:01", "vc-net3", seg)
+    assert nic.csum_offload is False and "<host csum=\"off\" />" in nic.to_xml()
+    nic = OvsBackend("br-vc", transport="trunk").interface_spec("52:54:00:00:03:01", "n", seg)
+    assert nic.csum_offload is True
     with pytest.raises(ValueError, match="segment"):
-        OvsBackend("br-vc").interface_spec("52:54:00:00:03:01", "vc-net3", None)
+        OvsBackend("br-vc", transport="vxlan").interface_spec("52:54:00:00:03:01", "vc-net3", None)
 
 
 ##################

@@ -10,6 +10,7 @@ import pytest
 from conftest import NOW, ROOT, db_overrides, make_cfg, write_conf, BASE_CONF
 from vc import ctl as vctl
 from vc import reservations as R
+from vc.errors import VcError
 from vc.scheduler import Scheduler
 from test_ctl import Recorder, TESTNODE
 
@@ -268,3 +269,77 @@ def test_cron_install_uninstall(tmp_path, cron_env):
     r = subprocess.run(ctl + ["cron", "uninstall", "--file", str(f)], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0 and not f.exists()
+
+
+def _two_host_world(migrated, db, tmp_path):
+    o = db_overrides(migrated)
+    o["host:h1"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
+    o["host:h2"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
+    o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
+    o["virt"] = {"name_prefix": "vt", "boot_timeout": "5"}
+    o["network"] = {"isolation": "none"}
+    cfg = make_cfg(o)
+    clock = Clock(NOW)
+    down = set()
+    from vc import virt
+
+    def opener(name, uri):
+        def open_(u):
+            if name in down:
+                raise virt.libvirt.libvirtError("unable to connect to %s" % name)
+            return virt.libvirt.open(u)
+        return virt.Host(uri, name=name, opener=open_)
+
+    c = vctl.Ctl(cfg, db, open_host=opener, execute=Recorder(), clock=clock, actor="test")
+    s = Scheduler(cfg, db, c, clock=clock, sleep=clock.sleep, lookahead=False)
+    return cfg, c, s, clock, down
+
+
+def test_returning_host_is_fenced_before_it_is_marked_reachable(migrated, db, tmp_path):
+    cfg, c, s, clock, down = _two_host_world(migrated, db, tmp_path)
+    rack = book(cfg, db, NOW, NOW + 60 * M, computes="3")
+    s.tick()
+    lost = sorted(r["name"] for r in db.query("SELECT name FROM vcnode WHERE host='h2'"))
+    assert lost
+    old_h2 = c._hosts.pop("h2")          # the host (and its domains) as they were
+    down.add("h2")
+    clock.t += M
+    s.tick()
+    assert {r["host"] for r in db.query("SELECT host FROM vcnode")} == {"h1"}
+    # it comes back with its stale domains still defined (and, here, even running)
+    down.clear()
+    c._hosts["h2"] = old_h2
+    assert all(old_h2.state("vt-" + n) == "running" for n in lost)
+    order = []
+    fence, mark = c.ha.fence, c.ha.mark_host
+    c.ha.fence = lambda h: order.append(("fence", h)) or fence(h)
+    c.ha.mark_host = lambda h, ok: order.append(("mark", h, ok)) or mark(h, ok)
+    clock.t += M
+    s.tick()
+    assert order[:2] == [("fence", "h2"), ("mark", "h2", True)]
+    assert all(old_h2.state("vt-" + n) == "absent" for n in lost)
+    assert all(c.host("h1").state("vt-" + n) == "running" for n in lost)
+    events = [e["reason"] for e in db.query("SELECT reason FROM vcevent WHERE rack=%s", (rack,))]
+    assert sorted(e.split()[4] for e in events if e.startswith("fence: h2")) == \
+        sorted("vt-" + n for n in lost), events
+    assert db.query("SELECT reachable FROM vchost WHERE name='h2'")[0]["reachable"] == 1
+
+
+def test_a_host_that_cannot_be_fenced_stays_unreachable(migrated, db, tmp_path):
+    cfg, c, s, clock, down = _two_host_world(migrated, db, tmp_path)
+    book(cfg, db, NOW, NOW + 60 * M, computes="3")
+    s.tick()
+    c._hosts.pop("h2")
+    down.add("h2")
+    clock.t += M
+    s.tick()
+    down.clear()
+
+    def refuse(h):
+        raise VcError("destroy refused")
+    c.ha.fence = refuse
+    clock.t += M
+    s.tick()
+    assert db.query("SELECT reachable FROM vchost WHERE name='h2'")[0]["reachable"] == 0
+    # and no node goes back to it meanwhile
+    assert {r["host"] for r in db.query("SELECT host FROM vcnode")} == {"h1"}

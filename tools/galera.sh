@@ -255,7 +255,7 @@ SQL
   rm -f "$G/tmpl/data/gvwstate.dat"
   mv "$G/tmpl/data" "$G/template"; rm -rf "$G/tmpl"
   printf 'VC_GALERA_HOSTS=%s\nVC_GALERA_USER=vc\nVC_GALERA_PASSWORD=%s\nVC_GALERA_NAME=vcluster\n' \
-    "$(for n in $NODES; do printf '127.0.0.1:%s ' "$(sql_port "$n")"; done | sed 's/ $//')" "$pw" \
+    "$(for n in $NODES; do printf '127.0.0.1:%s,' "$(sql_port "$n")"; done | sed 's/,$//')" "$pw" \
     >"$G/galera.env"
   chmod 600 "$G/galera.env"
   touch "$G/template/.ready"

@@ -116,7 +116,7 @@ EOF
 kill_all() {
   local p sig=$1 c
   for p in $(ns_pids); do
-    c=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60)
+    c=$(tr '\0\n' '  ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60)
     kill "-$sig" "$p" 2>/dev/null && log "kill -$sig $p $c"
   done
 }

@@ -2,7 +2,8 @@
 # tools/ovs.sh — the project's own Open vSwitch, entirely in userspace, for `[network] isolation
 # = ovs` on a machine that has none (Debian 12, no openvswitch kernel module needed).
 #
-#   tools/ovs.sh start [BRIDGE]   install openvswitch-switch if missing; if no OVS answers on
+#   tools/ovs.sh start [BRIDGE]   install openvswitch-switch (and ethtool, nftables: the ovs
+#                                 backend runs them) if missing; if no OVS answers on
 #                                 $OVS_RUNDIR/db.sock, start ovsdb-server + ovs-vswitchd (pid files
 #                                 under $VC_OVS_DIR, default $VC_VAR/ovs); with BRIDGE, make that
 #                                 OVS bridge (userspace datapath) if it does not exist
@@ -29,7 +30,7 @@ VSCTL=(ovs-vsctl --db="unix:$SOCK" --timeout=10)
 
 # ours NAME: this script's pid file for NAME names a live NAME process
 ours() { [ -s "$DIR/$1.pid" ] && alive "$(cat "$DIR/$1.pid")" "$1"; }
-answers() { [ -S "$SOCK" ] && ovs-vsctl --db="unix:$SOCK" --timeout=2 show >/dev/null 2>&1; }
+answers() { [ -S "$SOCK" ] && ovsdb-client --timeout=2 list-dbs "unix:$SOCK" 2>/dev/null | grep -qx Open_vSwitch; }
 
 # stop_daemon NAME: only the process this script's pid file names
 stop_daemon() {
@@ -46,7 +47,7 @@ stop_daemon() {
 }
 
 start() {
-  apt_ensure openvswitch-switch
+  apt_ensure openvswitch-switch ethtool nftables
   command -v ovs-vswitchd >/dev/null || die "ovs-vswitchd is not installed (openvswitch-switch)"
   if ours ovsdb-server && ours ovs-vswitchd && answers; then
     log "Open vSwitch already running, started by VC (pids $(cat "$DIR/ovsdb-server.pid") $(cat "$DIR/ovs-vswitchd.pid"))"
@@ -79,7 +80,8 @@ start() {
       --pidfile="$DIR/ovsdb-server.pid" --unixctl="$OVS_RUNDIR/ovsdb-server.ctl" \
       --log-file="$LOGDIR/ovsdb-server.log" --detach --no-chdir </dev/null >/dev/null 2>&1 \
       || die "ovsdb-server did not start (log: $LOGDIR/ovsdb-server.log)"
-    wait_for 10 answers || die "ovsdb-server does not answer on $SOCK"
+    # (the socket first: a client that finds none retries only after a second)
+    wait_for 10 test -S "$SOCK" && wait_for 10 answers || die "ovsdb-server does not answer on $SOCK"
     "${VSCTL[@]}" --no-wait init
     # before ovs-vswitchd starts: it reads the setting once
     "${VSCTL[@]}" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true

@@ -19,7 +19,8 @@ DB=$VAR/db
 SOCK=$DB/mysqld.sock
 # Packages VC needs on the frontend. mariadb-server-core (not mariadb-server): the full package
 # would initialise and, without policy-rc.d, start the *system* mariadbd on :3306.
-APT_PKGS="mariadb-server-core mariadb-client python3-venv python3-dev gcc pkg-config libvirt-dev
+# galera-4: the Galera provider of tools/galera.sh (two frontends; its SST script is its own)
+APT_PKGS="mariadb-server-core galera-4 mariadb-client python3-venv python3-dev gcc pkg-config libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           dnsmasq-base iptables busybox-static tzdata
           apache2 libapache2-mod-wsgi-py3 libapache2-mod-authnz-external pwauth chromium"

@@ -1,6 +1,10 @@
 #!/bin/bash
 # tools/write-config.sh OUT — the demo configuration for the private services under $VC_VAR.
 # Kept when it already exists (an operator may have edited it); delete it to get a fresh one.
+# Two frontends on Galera (make demo FRONTENDS=2): VC_DB=galera VC_FRONTEND=1|2 — the database
+# is the Galera cluster of tools/galera.sh (frontend N on node N first, then the others),
+# frontend_id feN; frontend 2 has its own state dir ($VC_VAR/state2) and log, and the same
+# disk, console and image paths as frontend 1 (the hypervisor host's, shared).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tools/lib.sh
@@ -11,20 +15,92 @@ OUT=${1:-$VAR/vc.conf}
 mkdir -p "$VAR/state/images" "$VAR/log"
 # the nodes' copy-on-write disks are overlays of this (empty) base image
 [ -f "$VAR/state/images/base.qcow2" ] || qemu-img create -q -f qcow2 "$VAR/state/images/base.qcow2" 256M
-[ -s "$OUT" ] && { log "keeping $OUT"; exit 0; }
+# make demo HOSTS=N: the namespace hosts vh2..vhN (tools/host.sh, already up) as [host:vhI]
+# sections, appended to a kept configuration too (those it lacks); this machine's underlay
+# address is vh2's .1 (VXLAN between namespace hosts needs IP forwarding here: not enabled)
+extra_hosts() {
+  local i u ip
+  for i in $(seq 2 "${VC_HOSTS:-1}"); do
+    grep -q "^\[host:vh$i\]" "$OUT" 2>/dev/null && continue
+    u=$(bash "$ROOT/tools/host.sh" uri "vh$i"); ip=${u#*@}; ip=${ip%%/*}
+    printf '\n[host:vh%s]\nuri = %s\nmemory_mb = 1024\nvcpus = 4\nunderlay_ip = %s\n' \
+      "$i" "$u" "$ip" >>"$OUT"
+  done
+  if [ "${VC_HOSTS:-1}" -gt 1 ] && ! grep -q "^underlay_ip = 10.230" <(sed -n '/^\[host:localhost\]/,/^\[/p' "$OUT"); then
+    u=$(bash "$ROOT/tools/host.sh" uri vh2); ip=${u#*@}; ip=${ip%%/*}
+    sed -i "/^\[host:localhost\]/a underlay_ip = ${ip%.2}.1" "$OUT"
+  fi
+}
+FE=${VC_FRONTEND:-1}
+# make demo ISOLATION=ovs [OVS_BRIDGE=...]: VC_ISOLATION (empty: vxlan for a new file, a kept one
+# as it is) and VC_OVS_BRIDGE; a kept file must already say that isolation
+ISO=${VC_ISOLATION:-}
+OVS_BRIDGE=${VC_OVS_BRIDGE:-vcovs0}
+case "${ISO:-vxlan}" in vxlan|ovs) ;; *) die "ISOLATION=$ISO: this demo writes vxlan or ovs";; esac
+if [ "$ISO" = ovs ] && [ "${VC_HOSTS:-1}" -gt 1 ]; then
+  die "ISOLATION=ovs runs the demo on this one host (HOSTS=1): the namespace hosts have no OVS"
+fi
+if [ -n "$ISO" ] && [ -s "$OUT" ]; then
+  have=$(sed -n 's/^isolation *= *//p' "$OUT" | head -n1)
+  [ "${have:-vxlan}" = "$ISO" ] || die "$OUT says isolation = ${have:-vxlan}, not $ISO: delete it (make stop first), or run make demo without ISOLATION="
+fi
+isolation_conf() {
+  if [ "${ISO:-vxlan}" = ovs ]; then
+    echo "# each cluster is the VLAN (its isolation id) of this Open vSwitch bridge (tools/ovs.sh"
+    echo "# starts OVS in userspace here); its DHCP server and .1 join the VLAN through a veth"
+    echo "isolation = ovs"
+    echo "ovs_bridge = $OVS_BRIDGE"
+  else
+    echo "# one host: each cluster's own bridge is its whole segment (VXLAN joins hosts that have"
+    echo "# [host:NAME] underlay_ip)"
+    echo "isolation = vxlan"
+  fi
+}
+DB_MARK="# database: ${VC_DB:-private}"
+if [ -s "$OUT" ] && ! grep -qx "$DB_MARK" "$OUT" && { [ "${VC_DB:-private}" = galera ] || grep -q '^# database: galera' "$OUT"; }; then
+  die "$OUT was written for another database (it lacks the line '$DB_MARK'): delete it, or run make demo with the FRONTENDS it was made for"
+fi
+[ -s "$OUT" ] && { log "keeping $OUT"; extra_hosts; exit 0; }
+STATE=$VAR/state SHARED_VIRT="" LOGF=$VAR/log/vc.log
+if [ "$FE" != 1 ]; then
+  STATE=$VAR/state$FE LOGF=$VAR/log/vc$FE.log
+  SHARED_VIRT="# the hypervisor host's paths: the same for every frontend
+disk_dir = $VAR/state/disks
+console_dir = $VAR/state/console
+gateway_image = $VAR/state/images/base.qcow2
+compute_image = $VAR/state/images/base.qcow2"
+  # the key that seals the volumes' CHAP secrets in the database: one for both frontends
+  mkdir -p -m 700 "$VAR/state/chap" "$STATE"
+  [ -e "$STATE/chap" ] || ln -s "$VAR/state/chap" "$STATE/chap"
+fi
 # shellcheck disable=SC1091
 . "$VAR/db.env"
+if [ "${VC_DB:-private}" = galera ]; then
+  # shellcheck disable=SC1091
+  . "$VAR/galera/galera.env"
+  IFS=, read -r -a G_HOSTS <<<"$VC_GALERA_HOSTS"
+  hosts=""
+  for i in 0 1 2; do hosts="$hosts${hosts:+, }${G_HOSTS[$(( (FE - 1 + i) % 3 ))]}"; done
+  DB_SECTION="# the Galera cluster of tools/galera.sh: node $FE first, the others if it fails
+host = $hosts
+user = $VC_GALERA_USER
+password = $VC_GALERA_PASSWORD
+name = $VC_GALERA_NAME"
+else
+  DB_SECTION="unix_socket = $VC_DB_SOCKET
+user = $VC_DB_USER
+password = $VC_DB_PASSWORD
+name = $VC_DB_NAME"
+fi
 # shellcheck disable=SC1091
 . "$VAR/storage/storage.env"
 umask 077
 cat >"$OUT" <<CONF
 # VC demo configuration, written by 'make demo' (tools/write-config.sh).
 # Every key is documented in etc/vc.conf.example.
+$DB_MARK
 [database]
-unix_socket = $VC_DB_SOCKET
-user = $VC_DB_USER
-password = $VC_DB_PASSWORD
-name = $VC_DB_NAME
+$DB_SECTION
 
 # this machine is the one physical host of the demo
 [host:localhost]
@@ -59,8 +135,10 @@ vcpus = 1
 timezone = UTC
 # carol is the demo's admin (tools/web.sh users: alice and bob are ordinary users)
 admins = root carol
-state_dir = $VAR/state
-log_file = $VAR/log/vc.log
+state_dir = $STATE
+log_file = $LOGF
+# this frontend's name on the database leases (two frontends on one machine: not the host name)
+frontend_id = fe$FE
 
 [virt]
 # emulation: /dev/kvm on these machines cannot run stock kernels (set kvm on a real host)
@@ -71,6 +149,7 @@ kernel = $VAR/guest/vmlinux
 initrd = $VAR/guest/initrd.img
 boot_timeout = 60
 shutdown_timeout = 20
+$SHARED_VIRT
 
 [register]
 registrar = builtin
@@ -94,8 +173,7 @@ public_network = vc-public
 public_prefix = 24
 # default route given to the gateways: empty = none
 public_gateway =
-# one host: each cluster's own bridge is its whole segment (VXLAN joins hosts that have
-# [host:NAME] underlay_ip)
-isolation = vxlan
+$(isolation_conf)
 CONF
+extra_hosts
 echo "config: wrote $OUT" >&2

@@ -11,7 +11,7 @@ active reservations only grows at a start, so only the window start and the star
 window are checked; a set contained in the next checked set is skipped.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -42,6 +42,9 @@ class Shortage:
     start: datetime
     end: datetime
     detail: str
+    # the reservations that make it short: those starting at ``start`` (they join then), or
+    # when it is short from the window's start, every one active then
+    racks: Tuple[int, ...] = field(default=())
 
 
 def best_host(free: Dict[str, list], mem: int, cpu: int) -> Optional[str]:
@@ -143,3 +146,57 @@ def check(new: Booking, others: List[Booking], hosts, subnets: int, isolation_id
                             "all, the overlapping clusters and this one need %d MB / %d vcpus"
                             % (total, cap_mem, cap_cpu, need_mem, need_cpu))
     return None
+
+
+def _short_at(t, act, new, until, hosts, subnets, isolation_ids, public_addresses):
+    """The shortage with ``act`` (the others active at ``t``) plus ``new``, or None."""
+    n = len(act) + 1
+    if n > subnets:
+        return Shortage("private subnets", t, until, "%d clusters would overlap, the private "
+                        "pool holds %d cluster subnets" % (n, subnets))
+    if n > isolation_ids:
+        return Shortage("isolation ids", t, until, "%d clusters would overlap, the isolation-id "
+                        "pool holds %d" % (n, isolation_ids))
+    gws = sum(b.gateways for b in act) + new.gateways
+    if gws > public_addresses:
+        return Shortage("public addresses", t, until, "%d gateways would need public addresses, "
+                        "the pool holds %d" % (gws, public_addresses))
+    unplaced, _ = place(_merge(act + [new]), hosts)
+    if unplaced:
+        need = _merge(act + [new])
+        need_mem = sum(m * c for (m, _), c in need.items())
+        need_cpu = sum(p * c for (_, p), c in need.items())
+        cap_mem, cap_cpu = sum(h[1] for h in hosts), sum(h[2] for h in hosts)
+        what = "memory" if need_mem > cap_mem else "vcpus" if need_cpu > cap_cpu else \
+            "memory/vcpus on one host"
+        return Shortage(what, t, until, "%d node(s) could not be placed; the hosts have %d MB / "
+                        "%d vcpus in all, the overlapping clusters and this one need %d MB / %d "
+                        "vcpus" % (sum(unplaced.values()), cap_mem, cap_cpu, need_mem, need_cpu))
+    return None
+
+
+def fits_until(new: Booking, others: List[Booking], hosts, subnets: int, isolation_ids: int,
+               public_addresses: int) -> Tuple[datetime, Optional[Shortage]]:
+    """The latest end ``e <= new.end`` such that ``[new.start, e)`` fits, and the shortage that
+    stops it there (None when the whole window fits; ``e == new.start`` when nothing fits).
+
+    Every instant where the set of active reservations grows is checked in time order (no
+    subset skipping: the *first* short instant is wanted); its ``racks`` name the reservations
+    that start there — what blocks the rest — or, when it is short from the window's start, the
+    ones active then.
+    """
+    for (mem, cpu), _ in new.shapes:
+        if not any(hm >= mem and hc >= cpu for _, hm, hc in hosts):
+            return new.start, check(new, others, hosts, subnets, isolation_ids,
+                                    public_addresses)
+    others = [b for b in others if b.start < new.end and b.end > new.start]
+    points = sorted({new.start} | {b.start for b in others if b.start > new.start})
+    for t in points:
+        act = [b for b in others if b.start <= t < b.end]
+        until = min([new.end] + [b.end for b in act] + [b.start for b in others if b.start > t])
+        short = _short_at(t, act, new, until, hosts, subnets, isolation_ids, public_addresses)
+        if short:
+            joining = [b for b in act if b.start == t] if t > new.start else act
+            short.racks = tuple(sorted(b.rack for b in joining if b.rack is not None))
+            return t, short
+    return new.end, None

@@ -439,6 +439,12 @@ class Site(_Record):
     frontend: str | None = key(_hostname, None, "the name users 'ssh -J' through; empty = this "
                                "machine's FQDN")
     cluster_domain: str = key(_domain, "vc.internal", "DNS domain of the nodes' fqdns")
+    frontend_id: str | None = key(_hostname, None, "this frontend's name on its database leases "
+                                  "(unique per frontend sharing the database); empty = this "
+                                  "machine's host name")
+    lease_seconds: int = key(_int(2, 3600), 60, "a lease on a rack or on the tick lasts this "
+                             "long unless renewed (every third of it); then another frontend "
+                             "takes the work over")
 
     def frontend_name(self) -> str:
         """``frontend``, or this machine's FQDN."""
@@ -520,10 +526,10 @@ class Network(_Record):
     vxlan_port: int = key(_int(1, 65535), 4789, "UDP port of VXLAN")
     trunk_nic: str | None = key(_optstr, None, "isolation = 8021q: the hosts' trunk NIC")
     ovs_bridge: str | None = key(_optstr, None, "isolation = ovs: the Open vSwitch bridge")
-    ovs_transport: str = key(_choice("vxlan", "trunk"), "vxlan",
-                             "isolation = ovs: how a cluster's VLAN crosses hosts: vxlan "
-                             "(tunnels between the hosts' OVS bridges) or trunk (their trunk "
-                             "NIC on a shared switch)")
+    ovs_transport: str = key(_choice("trunk", "vxlan"), "trunk",
+                             "isolation = ovs: how a cluster's VLAN crosses hosts: trunk (the "
+                             "hosts' OVS bridges hold a trunk NIC on a shared switch) or vxlan "
+                             "(tunnels between the hosts' OVS bridges)")
 
     @property
     def public_interface(self) -> tuple[str, str]:
@@ -556,6 +562,57 @@ class Cron(_Record):
     max_start_retries: int = key(_int(0, 20), 5, "a failed start is retried at most this often")
     ha_max_restarts: int = key(_int(0, 1000), 3,
                                "restarts of a stopped node of a running cluster per hour")
+    preboot_minutes: int = key(_int(0, 120), 5, "begin a start this many minutes early when "
+                               "the early window is free (0 = never), so it is ready on time")
+    preflight_minutes: int = key(_int(0, 1440), 15, "check a reservation's hosts, images, "
+                                 "targets and pools this many minutes before its start (0 = "
+                                 "only at booking and on demand)")
+
+
+def _durations(s):
+    """A comma-separated list of durations (``60m,10m,1m``; suffix s, m or h, none = seconds)
+    -> a tuple of seconds, longest first."""
+    out = []
+    for part in s.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        m = re.match(r"^(\d{1,6})\s*([smh]?)$", part)
+        if not m:
+            raise ValueError("must be durations like 60m,10m,1m, got %r" % part[:40])
+        n = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        if not 1 <= n <= 7 * 86400:
+            raise ValueError("each duration must be between 1 s and 7 days, got %r" % part)
+        out.append(n)
+    return tuple(sorted(set(out), reverse=True))
+
+
+def _sender(s):
+    s = s.strip()
+    if not re.match(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$", s):
+        raise ValueError("must be a mail address like vc@frontend.example.org, got %r" % s[:60])
+    return s
+
+
+@_frozen_dataclass
+class Notify(_Record):
+    """``[notify]``: warnings before the end (mail to the owner, wall on every node) and the
+    lease service inside the clusters (``sbin/vc_metad.py``)."""
+
+    before_end: tuple = key(_durations, (3600, 600, 60), "warn the owner this long before the "
+                            "end (mail, and wall on every node); empty = no warnings")
+    smtp_host: str | None = key(_optstr, None, "SMTP server for the mails; empty = the local "
+                                "sendmail")
+    smtp_port: int = key(_int(1, 65535), 25, "its port")
+    sendmail: str = key(_path, "/usr/sbin/sendmail", "the local sendmail (without smtp_host)")
+    sender: str = key(_sender, "vc@localhost", "From: of the mails")
+    domain: str | None = key(_optstr, None, "the owners' mail domain, appended to the user name "
+                             "(an owner name with @ is used as it is); empty = no mail")
+    wall: bool = key(_bool, True, "also warn inside the cluster: wall on every node, over SSH "
+                     "with the cluster's key")
+    metad_bind: str = key(_ipaddr, "0.0.0.0", "where the lease service listens; it answers "
+                          "only a node of a running cluster, on its cluster's .1")
+    metad_port: int = key(_int(1, 65535), 8775, "the lease service's TCP port")
 
 
 @_frozen_dataclass
@@ -606,6 +663,7 @@ class Config(_Record):
     network: Network
     web: Web
     cron: Cron
+    notify: Notify
     # [host:NAME] sections, in file order
     hosts: tuple[Host, ...]
     # the resolved [appliance:NAME] profiles, one per name in APPLIANCES

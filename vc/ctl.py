@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Dict, List, Optional
 
-from vc import addresses, designer, reservations, states, steps
+from vc import addresses, dblease, designer, reservations, states, steps, timeutil
 from vc.errors import VcError
 from vc.services import Services
 from vc.steps import ClusterError  # noqa: F401 - re-exported: callers catch vc.ctl.ClusterError
@@ -38,10 +38,17 @@ class Ctl(Services):
     """Orchestrates one cluster at a time (the services it runs on: :class:`Services`)."""
 
     # ---------------------------------------------------------------- the runner
+    # the clock of the database leases: real time, whatever ``clock`` says (``vc_cron --now``
+    # acts as if it were another time; a lease measures how long its holder has been silent)
+    lease_clock = staticmethod(timeutil.utcnow)
+
     @contextlib.contextmanager
     def locked(self, rack, wait: float = 0.0):
-        """An exclusive per-rack lock file: one process works on a cluster at a time; waits up
-        to ``wait`` seconds for another one to finish."""
+        """One process of one frontend works on a cluster at a time: an exclusive per-rack lock
+        file (this frontend's processes), then the rack's database lease (every frontend that
+        shares the database; :mod:`vc.dblease`), renewed in the background while the block runs
+        and released at its end. Waits up to ``wait`` seconds in all for another one to
+        finish; :class:`RackBusy` after that."""
         d = os.path.join(self.cfg.site.state_dir, "locks")
         os.makedirs(d, exist_ok=True)
         deadline = time.monotonic() + wait
@@ -55,7 +62,18 @@ class Ctl(Services):
                         raise RackBusy("rack %d is being started or stopped by another process"
                                        % rack) from None
                     time.sleep(0.2)
-            yield
+            lease = dblease.Lease.for_config(self.cfg, self.db, dblease.rack_name(rack),
+                                             clock=self.lease_clock)
+            leases = self.__dict__.setdefault("_leases", {})
+            with dblease.holding(lease, wait=max(0.0, deadline - time.monotonic()),
+                                 busy=lambda who: RackBusy(
+                                     "rack %d is being started or stopped by %s"
+                                     % (rack, who))):
+                leases[rack] = lease
+                try:
+                    yield
+                finally:
+                    leases.pop(rack, None)
 
     def event(self, rack, reason) -> None:
         """One event row that records the state the reservation is in (unchanged)."""
@@ -80,8 +98,13 @@ class Ctl(Services):
 
     def _run(self, kind, r: steps.Run, step_list) -> None:
         step = None
+        # the rack's lease (None outside locked()): lost — taken over by another frontend
+        # after it expired — means stop at the next step boundary, recording nothing
+        lease = getattr(self, "_leases", {}).get(r.rack)
         try:
             for step in step_list:
+                if lease is not None:
+                    lease.check()
                 detail = step.run(r)
                 if r.result is not None:
                     return
@@ -90,6 +113,12 @@ class Ctl(Services):
                 if self.crash_after == step.name:  # pragma: no cover - through a subprocess
                     LOG.warning("VC_CRASH_AFTER=%s: killing myself", step.name)
                     os.kill(os.getpid(), signal.SIGKILL)
+            if lease is not None:
+                lease.check()  # before the caller's last state move
+        except dblease.LeaseLost:
+            LOG.warning("rack %d: %s stopped before step %s: lease lost", r.rack, kind,
+                        step.name if step else "-")
+            raise
         except Exception as e:
             if step is None or not step.records_failure:
                 raise  # nothing started: the transaction rolled back, the state is unchanged

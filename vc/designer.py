@@ -124,13 +124,15 @@ def domain_spec(cfg, plan, node, vols, nic, seed: Optional[str] = None) -> Domai
         metadata={"rack": str(plan.rack), "node": node.name, "appliance": node.appliance})
 
 
-def seed_input(cfg, plan, node, vols, authorized_keys, cluster_key, mtu=None):
+def seed_input(cfg, plan, node, vols, authorized_keys, cluster_key, mtu=None, lease_token=None):
     """What the node's cloud-init seed says (see :mod:`vc.seed` and the README): its names and
     addresses, every node of the cluster in ``/etc/hosts``, root's keys (the owner's and the
     cluster's), and its storage role: the gateway formats (when blank), mounts and exports its
     volumes to the cluster subnet over NFS; the computes mount them from the gateway.
 
     :param cluster_key: ``(private OpenSSH text, public line)`` of the cluster's key pair.
+    :param lease_token: the cluster's token for the lease service (:mod:`vc.metad`) on its
+        ``.1``: with it every node gets ``vc-lease``, the token and a login message.
     """
     from vc import seed
 
@@ -155,7 +157,10 @@ def seed_input(cfg, plan, node, vols, authorized_keys, cluster_key, mtu=None):
         nfs_mounts=[(gw.ip, v["nfs_export"] or v["mount_point"],
                      v["nfs_client_mount"] or v["mount_point"])
                     for v in vols if v["appliance"] != node.appliance and gw is not None],
-        subnet=str(plan.subnet))
+        subnet=str(plan.subnet),
+        lease_url="http://%s:%d" % (plan.bridge_ip, cfg.notify.metad_port) if lease_token
+        else None,
+        lease_token=lease_token)
 
 
 

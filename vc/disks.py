@@ -89,3 +89,62 @@ def remove_disk(path: str) -> bool:
         return False
     LOG.info("removed disk %s", path)
     return True
+
+
+##################
+# On a host      #
+##################
+# A node's disk and seed live on the host that runs it. On a remote host (a ``qemu+ssh://``
+# URI) they are made, written and removed there through the host's executor (the same SSH trust
+# as libvirt's transport); the base image must exist there at the same path.
+
+
+def is_remote(cfg, host_name: str) -> bool:
+    """Does the host's libvirt URI name another machine (``qemu+ssh://user@host/...``)?"""
+    from urllib.parse import urlsplit
+
+    uri = next((h.uri for h in cfg.hosts if h.name == host_name), "")
+    return bool(urlsplit(uri).hostname)
+
+
+#: one remote exec per disk (each SSH round trip costs 0.1-0.5 s): the directories, then the
+#: overlay over the base image unless it exists; prints ``created`` or ``exists``
+_REMOTE_DISK = "; ".join([
+    'set -e', 'd=$(dirname "$1")', 'mkdir -p -m 700 "$d" "$4"', 'chmod 700 "$d" "$4"',
+    'if [ -e "$1" ]; then chmod 600 "$1"; echo exists; exit 0; fi',
+    '[ -e "$2" ] || { echo "base image $2 is missing on this host" >&2; exit 3; }',
+    r"""fmt=$(qemu-img info --output=json "$2" | sed -n 's/^ *"format": "\([^"]*\)".*/\1/p' """
+    '| head -n 1)',
+    '[ -n "$fmt" ] || { echo "cannot read the format of $2" >&2; exit 3; }', 'umask 077',
+    'qemu-img create -q -f qcow2 -F "$fmt" -b "$2" "$1" "$3"', 'chmod 600 "$1"',
+    'echo created "$fmt"'])
+
+
+def create_cow_disk_on(execute: Execute, path: str, base: str, size_gb: int,
+                       console_dir: Optional[str] = None) -> bool:
+    """:func:`create_cow_disk` on a remote host, in one exec through ``execute`` (also makes
+    ``console_dir`` there, mode 700). :returns: False if the disk exists (it is kept)."""
+    path, base = os.path.abspath(path), os.path.abspath(base)
+    out = execute(["sh", "-c", _REMOTE_DISK, "sh", path, base, "%dG" % int(size_gb),
+                   os.path.abspath(console_dir or os.path.dirname(path))]).strip()
+    if out == "exists":
+        LOG.debug("disk %s exists on its host", path)
+        return False
+    LOG.info("created disk %s over %s on its host (%s, %d GiB)", path, base, out, int(size_gb))
+    return True
+
+
+def write_file_on(executor, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 600, atomically) on the executor's host, over stdin."""
+    executor.run_input(["sh", "-c", 'set -e; umask 077; mkdir -p -m 700 "$(dirname "$1")"; '
+                        'cat > "$1.tmp"; mv -f "$1.tmp" "$1"', "sh", path], data)
+
+
+def remove_matching_on(execute: Execute, directory: str, match) -> list:
+    """Remove the files in ``directory`` on a host whose stem (before the first dot) ``match``
+    accepts. :returns: the names removed."""
+    out = execute(["sh", "-c", '[ -d "$1" ] && ls -1A "$1" || true', "sh", directory])
+    names = [f for f in out.split() if match(f.split(".", 1)[0])]
+    if names:
+        execute(["rm", "-f", "--"] + [os.path.join(directory, f) for f in names])
+    return names

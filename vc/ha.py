@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 from typing import List
 
-from vc import addresses, admission, designer, disks, network, steps
+from vc import addresses, admission, designer, network, steps
 from vc.db import naive_utc
 from vc.domainxml import DhcpHost
 from vc.errors import VcError
@@ -50,6 +50,11 @@ class Healer:
 
         :returns: what was done, one line per node acted on.
         """
+        # fast path, without the rack's lock (two lease transactions): every node's domain
+        # runs on a host that answers. Anything else is looked at again under the lock.
+        plan = self.ctl.db.transaction(lambda cur: addresses.load(cur, rack))
+        if plan is None or self._all_running(plan):
+            return []
         with self.ctl.locked(rack):
             plan = self.ctl.db.transaction(lambda cur: addresses.load(cur, rack))
             if plan is None:
@@ -59,6 +64,13 @@ class Healer:
                 self.mark_host(h, False)
             done = [self._heal_node(plan, n, n.host in down, max_restarts) for n in plan.nodes]
             return [m for m in done if m]
+
+    def _all_running(self, plan) -> bool:
+        try:
+            return all(self.ctl.host(n.host).state(designer.domain_name(self.ctl.cfg, n.name))
+                       == "running" for n in plan.nodes)
+        except VcError:
+            return False
 
     def _restarts_last_hour(self, rack, name) -> int:
         since = naive_utc(self.ctl.clock()) - timedelta(hours=1)
@@ -125,7 +137,57 @@ class Healer:
         ctl.networks.ensure(ctl.cfg, plan, h, joined=seg is not None)
         h.add_dhcp_host(network.names(ctl.cfg, plan.rack)[0], DhcpHost(node.mac, node.ip,
                                                                         node.name))
-        disks.create_cow_disk(designer.disk_path(ctl.cfg, node.name),
-                              ctl.cfg.appliance(node.appliance).image, node.disk_gb, ctl.execute)
+        # the segment over the hosts that answer (the lost one gets no more floods)
+        live = [x for x in sorted({n.host for n in plan.nodes}) if self.reachable(x)]
+        seg = ctl.segment(plan, live) if live else None
+        if seg is not None:
+            ctl.isolation.add(seg)
+        steps.make_disk(ctl, node)            # on the new host (its old disk was on the lost one)
+        self._seed(plan, node)
         steps.boot(ctl, plan, node)
         return target
+
+    def _seed(self, plan, node) -> None:
+        """The node's seed, written again on its new host (same name, MAC and address)."""
+        from vc import keys, reservations, seed
+
+        ctl = self.ctl
+        owner = reservations.get(ctl.db, plan.rack)["owner"]
+        seg = ctl.segment(plan, sorted({n.host for n in plan.nodes}))
+        mtu = ctl.isolation.mtu(seg) if seg else None
+        vols = [v for v in steps.volumes(ctl.db, plan.rack) if v["iqn"]]
+        steps.put_seed(ctl, node, seed.render(designer.seed_input(
+            ctl.cfg, plan, node, vols, keys.authorized_lines(ctl.db, owner),
+            steps.cluster_key(ctl.cfg, plan.rack), mtu)))
+
+    def fence(self, host_name) -> List[str]:
+        """A host that answers again after it was marked unreachable: destroy and undefine
+        every VC domain on it whose node now runs elsewhere (or whose cluster is gone), before
+        anything could start it. Called by the tick *before* the host is marked reachable.
+
+        :returns: one line per domain removed (also in each rack's event log).
+        :raises VcError: a stale domain could not be removed (the host stays unreachable).
+        """
+        ctl = self.ctl
+        h = ctl.host(host_name)
+        prefix = ctl.cfg.virt.name_prefix + "-"
+        where = {designer.domain_name(ctl.cfg, r["name"]): (r["rack"], r["host"])
+                 for r in ctl.db.query("SELECT rack, name, host FROM vcnode")}
+        done = []
+        for dom in h.list_domains(prefix):
+            rack, placed = where.get(dom, (None, None))
+            if placed == host_name:
+                continue                      # still this host's node: heal restarts it
+            was = h.state(dom)
+            h.destroy(dom)
+            h.undefine(dom)
+            if h.state(dom) != "absent":
+                raise steps.ClusterError("fence: %s: stale domain %s could not be removed"
+                                         % (host_name, dom))
+            msg = "fence: %s back; stale %s (%s) destroyed and undefined there, it runs on %s" % (
+                host_name, dom, was, placed or "no host (cluster gone)")
+            LOG.warning("%s", msg)
+            if rack is not None:
+                ctl.event(rack, msg)
+            done.append(msg)
+        return done

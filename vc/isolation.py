@@ -12,10 +12,12 @@ one VC creates) plus one *uplink port* enslaved to it that carries the segment t
     a VLAN sub-interface ``<trunk>.<id>`` of the host's trunk NIC (needs the 8021q module and a
     trunked switch port).
 ``ovs``
-    nothing on the host: each guest interface is ``<interface type='bridge'>`` on a pre-existing
-    Open vSwitch bridge with ``<virtualport type='openvswitch'/>`` and ``<vlan><tag id=N/>``
-    (:class:`OvsInterfaceSpec`); libvirt tags the port when the guest starts and removes it when
-    the guest stops.
+    no Linux bridge per cluster: the cluster is a VLAN of the host's Open vSwitch bridge. Each
+    guest interface is an access port (``<virtualport type='openvswitch'/>``, ``<vlan><tag
+    id=N/>``, :class:`OvsInterfaceSpec`; libvirt adds it when the guest starts); the cluster's
+    libvirt network (DHCP, ``.1``) exists on its DHCP host only, joined to the VLAN by a veth
+    pair; across hosts the switch carries the VLANs (trunk) or VC adds VXLAN ports between the
+    OVS bridges (:class:`OvsBackend`).
 ``none``
     nothing: one host per cluster, each cluster on its own isolated libvirt network.
 
@@ -615,10 +617,16 @@ class OvsInterfaceSpec(InterfaceSpec):
     """A guest NIC on an Open vSwitch bridge, in the cluster's VLAN (an access port).
 
     ``InterfaceSpec(mac, bridge=<ovs bridge>)`` plus ``vlan``; it goes in
-    ``DomainSpec.interfaces`` like any other interface.
+    ``DomainSpec.interfaces`` like any other interface. ``csum_offload=False`` makes the guest
+    compute its own checksums (``<driver><host csum='off'/></driver>``: QEMU then offers it no
+    checksum or segmentation offload): OVS's userspace datapath (3.1) drops packets that still
+    need a checksum when it puts them into a tunnel.
     """
 
     vlan: Optional[int] = None
+    csum_offload: bool = True
+    #: the tap's name on the host (None: libvirt's vnetN)
+    target: Optional[str] = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -634,7 +642,11 @@ class OvsInterfaceSpec(InterfaceSpec):
         _sub(el, "source", bridge=self.bridge)
         _sub(el, "virtualport", type="openvswitch")
         _sub(_sub(el, "vlan"), "tag", id=self.vlan)
+        if self.target:
+            _sub(el, "target", dev=self.target)
         _sub(el, "model", type=self.model)
+        if not self.csum_offload:
+            _sub(_sub(el, "driver"), "host", csum="off")
         return el
 
 
@@ -726,6 +738,32 @@ def parse_ovs_state(out: str) -> Tuple[List[str], Dict[str, OvsPort]]:
     return names, ports
 
 
+def guard_table(name_prefix: str) -> str:
+    """The nftables table (families ``inet`` and ``arp``) of :meth:`OvsBackend.guard`."""
+    return "vc_%s" % name_prefix
+
+
+def guard_rules(name_prefix: str) -> str:
+    """One ``nft`` transaction: the host's own stack neither receives from nor sends to an
+    interface named ``<prefix>-*`` (VC's guest taps), so only Open vSwitch handles what
+    arrives there. OVS's userspace datapath reads those interfaces with packet sockets, which
+    see every frame before netfilter does, while the host's stack would see them too: without
+    this it answers ARP for all its addresses on every tap (every cluster's ``.1``) and accepts
+    IP for them there, a path between VLANs through the host. On the kernel datapath the taps
+    never reach the host's stack and the table matches nothing."""
+    t, pat = guard_table(name_prefix), '"%s-*"' % name_prefix
+    cmds = ["add table inet %s" % t]
+    for chain, hook, match in (("input", "input", "iifname"), ("forward", "forward", "iifname"),
+                               ("output", "output", "oifname")):
+        cmds += ["add chain inet %s %s { type filter hook %s priority -300 ; policy accept ; }"
+                 % (t, chain, hook), "add rule inet %s %s %s %s drop" % (t, chain, match, pat)]
+    cmds.append("add table arp %s" % t)
+    for chain, match in (("input", "iifname"), ("output", "oifname")):
+        cmds += ["add chain arp %s %s { type filter hook %s priority -300 ; policy accept ; }"
+                 % (t, chain, chain), "add rule arp %s %s %s %s drop" % (t, chain, match, pat)]
+    return " ; ".join(cmds)
+
+
 def tap_mac(mac: str) -> str:
     """The MAC libvirt gives a guest's tap on the host: the guest's with the first byte ``fe``
     (so that a bridge never takes the guest's address as its own)."""
@@ -748,8 +786,13 @@ class OvsBackend(_PerHostBackend):
     - **Across hosts** (``transport``): ``vxlan``: per cluster and peer host a VXLAN port
       ``<port>-<peer underlay ip>`` (``remote_ip`` = the peer, ``key`` = VLAN id) that is a trunk
       for the cluster's VLAN only (``trunks=[id]``: the tag travels inside; MTU = underlay - 50 -
-      4); ``trunk``: nothing per cluster, the hosts' OVS bridges share a switch through their
-      trunk NIC (``trunk_nic``, checked to be a port of the bridge when set).
+      4; the guests then compute their own checksums: OVS 3.1's userspace datapath drops packets
+      it should checksum when it tunnels them); ``trunk`` (the default): nothing per cluster,
+      the hosts' OVS bridges share a switch through their trunk NIC (``trunk_nic``, checked to
+      be a port of the bridge when set).
+    - **The host's stack** is kept off the guests' taps (:func:`guard_rules`, made once per host
+      by ``add``): the userspace datapath would otherwise let the host answer and accept
+      traffic on every tap, a path between VLANs through the host.
 
     The OVS bridge itself, its datapath and the trunk NIC belong to the host: ``add`` checks the
     bridge exists and never changes it. VC's ports carry ``external_ids:vc-cluster=<cluster's
@@ -757,22 +800,29 @@ class OvsBackend(_PerHostBackend):
     ``ovs-vsctl`` call (one OVSDB transaction), so a crash leaves nothing half-made.
 
     :param ovs_bridge: the OVS bridge (``[network] ovs_bridge``).
-    :param transport: ``vxlan`` or ``trunk`` (``[network] ovs_transport``).
+    :param transport: ``trunk`` or ``vxlan`` (``[network] ovs_transport``).
+    :param name_prefix: ``[virt] name_prefix``: the guests' tap names and the guard's table.
     :param trunk_nic: ``trunk``: the hosts' trunk NIC (a host's ``trunk_nic`` overrides it).
     :param udp_port: ``vxlan``: the tunnels' UDP port (``[network] vxlan_port``).
     """
 
     kind = "ovs"
 
-    def __init__(self, ovs_bridge: str, transport: str = "vxlan",
+    def __init__(self, ovs_bridge: str, transport: str = "trunk",
                  trunk_nic: Optional[str] = None, udp_port: int = VXLAN_PORT,
-                 timeout: int = 30, **kw):
+                 name_prefix: str = "vc", timeout: int = 30, **kw):
         super().__init__(**kw)
         if transport not in OVS_TRANSPORTS:
             raise ValueError("unknown OVS transport %r (one of %s)"
                              % (transport, ", ".join(OVS_TRANSPORTS)))
         self.ovs_bridge, self.transport, self.trunk_nic = ovs_bridge, transport, trunk_nic
         self.udp_port, self.timeout = int(udp_port), int(timeout)
+        self.name_prefix = name_prefix
+
+    def tap_name(self, mac: str) -> str:
+        """A guest's tap on its host: ``<prefix>-<last 3 bytes of its MAC>`` (15 characters at
+        most; VC's MACs are unique), the names :func:`guard_rules` matches."""
+        return "%s-%s" % (self.name_prefix, mac.lower().replace(":", "")[-6:])
 
     # -- policy ----------------------------------------------------------------------------------
 
@@ -821,7 +871,8 @@ class OvsBackend(_PerHostBackend):
         if seg is None:
             raise ValueError("interface %s: an Open vSwitch port needs the cluster's segment "
                              "(its VLAN id)" % mac)
-        return OvsInterfaceSpec(mac=mac, bridge=self.ovs_bridge, vlan=seg.isolation_id)
+        return OvsInterfaceSpec(mac=mac, bridge=self.ovs_bridge, vlan=seg.isolation_id,
+                                csum_offload=not self.tunnelled(seg), target=self.tap_name(mac))
 
     def interface_xml(self, mac: str, vid: int, ovs_bridge: Optional[str] = None) -> str:
         return ovs_interface_xml(mac, vid, ovs_bridge or self.ovs_bridge)
@@ -867,6 +918,11 @@ class OvsBackend(_PerHostBackend):
                                      "exist" % self.ovs_bridge) from e
             raise IsolationError(host=host.name, detail=str(e)) from e
 
+    @staticmethod
+    def _tx_csum_off(host: HostSide, name: str) -> bool:
+        out = host.execute(["ethtool", "-k", name])
+        return any(line.strip() == "tx-checksumming: off" for line in out.splitlines())
+
     def _tunnel_options(self, seg, host, peer) -> Dict[str, str]:
         opts = {"remote_ip": peer.underlay_ip, "key": str(seg.isolation_id)}
         if host.underlay_ip:
@@ -888,6 +944,18 @@ class OvsBackend(_PerHostBackend):
             if mac in macs and not ports[n].ours(seg):
                 found.setdefault(n, mac)
         return found
+
+    def _guard(self, host: HostSide, dry_run: bool, done: List[str]) -> None:
+        """:func:`guard_rules` on ``host`` unless both its tables are there (they are made in
+        one transaction; one alone was changed by someone else: made again)."""
+        t = guard_table(self.name_prefix)
+        tables = host.execute(["nft", "list", "tables"]).splitlines()
+        have = {f for f in ("inet", "arp") if "table %s %s" % (f, t) in tables}
+        if have == {"inet", "arp"}:
+            return
+        for family in sorted(have):
+            self._run(host, ["nft", "delete table %s %s" % (family, t)], dry_run, done)
+        self._run(host, ["nft", guard_rules(self.name_prefix)], dry_run, done)
 
     def _add_host(self, seg: ClusterSegment, host: HostSide, dry_run: bool) -> List[str]:
         done: List[str] = []
@@ -925,6 +993,9 @@ class OvsBackend(_PerHostBackend):
                     raise IsolationError(host=host.name, detail="%s exists and is not VC's veth "
                                          "for rack %d" % (name, seg.rack))
 
+        # 0. the host's stack kept off the guests' taps (per host, for all clusters: it stays)
+        self._guard(host, dry_run, done)
+
         # 1. what a crashed or older run left: our ports not wanted here, veths of ours on the
         # cluster's bridge that are not this one (another VLAN id), the veth on a host that is
         # no longer the DHCP host
@@ -958,6 +1029,11 @@ class OvsBackend(_PerHostBackend):
                                                   "mtu": mtu}, **extra), fresh_mtu=mtu)
                 if cmd:
                     self._run(host, cmd, dry_run, done)
+                # what the host sends the VLAN (DHCP replies, its .1) leaves with a full
+                # checksum: OVS's userspace datapath drops packets that still need one when it
+                # tunnels them, and without userspace TSO passes them on broken
+                if name == peer and (link is None or not self._tx_csum_off(host, peer)):
+                    self._run(host, ["ethtool", "-K", peer, "tx", "off"], dry_run, done)
                 if link is None or not link.up:
                     self._run(host, ["ip", "link", "set", "dev", name, "up"], dry_run, done)
             p = ports.get(port)
@@ -1059,7 +1135,7 @@ def make_isolation(cfg) -> IsolationBackend:
         if not net.ovs_bridge:
             raise ConfigError(cfg.path, "[network] ovs_bridge", "required with isolation = ovs")
         return OvsBackend(net.ovs_bridge, transport=net.ovs_transport, trunk_nic=net.trunk_nic,
-                          udp_port=net.vxlan_port)
+                          udp_port=net.vxlan_port, name_prefix=cfg.virt.name_prefix)
     if net.isolation == "none":
         return NullBackend()
     raise ConfigError(cfg.path, "[network] isolation",

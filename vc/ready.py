@@ -8,6 +8,12 @@ Why the SSH banner and not the DHCP lease: VC's guests get their addresses stati
 seed (no lease exists), and SSH answering is exactly what the owner needs; the banner (not just
 an open port) proves the guest's sshd runs. The probe runs from the frontend, which holds the
 ``.1`` address of every cluster network it serves.
+
+Several hosts: the segment's ``.1`` is on the DHCP host only (the first gateway's host,
+:func:`vc.network.dhcp_host`). When that host is remote the frontend may not reach the segment
+at all, so a node the frontend cannot reach is probed once more *from that host*, through its
+executor (``bash`` opens ``/dev/tcp/IP/22`` there and reads the banner): one SSH round trip per
+node still booting, in parallel, only for clusters whose DHCP host is remote.
 """
 
 import logging
@@ -34,9 +40,28 @@ def ssh_answers(ip: str, port: int = 22, timeout: float = 1.0) -> bool:
         return False
 
 
+def ssh_answers_via(execute, ip: str, port: int = 22, timeout: float = 1.0) -> bool:
+    """Does an SSH server answer at ``ip:port`` as seen from the host of ``execute``?"""
+    try:
+        out = execute(["timeout", str(max(1, int(timeout + 0.999))), "bash", "-c",
+                       'exec 3<>"/dev/tcp/$1/$2" && head -c 4 <&3', "probe", ip, str(port)])
+    except Exception as e:  # noqa: BLE001 - any failure means: not (yet) answering
+        LOG.debug("probe of %s via host: %s", ip, e)
+        return False
+    return out.startswith("SSH-")
+
+
+def via_host(ctl, rows) -> "str | None":
+    """The remote host that holds the segment's ``.1`` (the first gateway's), or None."""
+    from vc import disks
+
+    first = next((r.get("host") for r in rows if r.get("host")), None)
+    return first if first and disks.is_remote(ctl.cfg, first) else None
+
+
 def nodes(db, rack) -> List[dict]:
-    return db.query("SELECT name, ip, state, readiness, booted_at, up_at FROM vcnode WHERE "
-                    "rack = %s ORDER BY appliance = 'compute', `rank`", (rack,))
+    return db.query("SELECT name, ip, host, state, readiness, booted_at, up_at FROM vcnode "
+                    "WHERE rack = %s ORDER BY appliance = 'compute', `rank`", (rack,))
 
 
 def observe(ctl, rack: int, wait: float = 0.0, poll: float = 0.5,
@@ -52,8 +77,14 @@ def observe(ctl, rack: int, wait: float = 0.0, poll: float = 0.5,
     while True:
         rows = nodes(ctl.db, rack)
         pending = [r for r in rows if r["readiness"] != UP and r["state"] == "running"]
+        via = via_host(ctl, rows)
+        ex_via = ctl.host_exec(via) if via and pending else None
+
+        def look(r, ex_via=ex_via):
+            return probe(r["ip"]) or (ex_via is not None and ssh_answers_via(ex_via, r["ip"]))
+
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(pending) or 1))) as ex:
-            seen = list(ex.map(lambda r: probe(r["ip"]), pending))
+            seen = list(ex.map(look, pending))
         now = ctl.clock()
         for r, ok in zip(pending, seen):
             late = r["booted_at"] is not None and now - aware_utc(r["booted_at"]) > limit

@@ -236,7 +236,12 @@ def _spawn(argv: Argv, timeout: Optional[float],
             rc = None
         else:
             rc = proc.returncode
-    return rc, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
+    return rc, _text(out), _text(err)
+
+
+def _text(b: Optional[bytes]) -> str:
+    """Bytes as ``text=True`` would give them (universal newlines)."""
+    return (b or b"").decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 class Executor(abc.ABC):

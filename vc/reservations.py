@@ -1,9 +1,11 @@
 """Reservations: validate, admit, create, extend, stop early, delete, list, show.
 
 Every rule that depends on time takes ``now``. Every write happens in one transaction that first
-locks the ``admission`` counter row, so capacity decisions are serialised: of two clients racing
-for the last capacity exactly one wins (the other then sees the winner's row and is refused).
-Deadlocks and lock-wait timeouts are retried inside :meth:`vc.db.Database.transaction`.
+writes the ``admission`` counter row (:func:`_lock_admission`), so capacity decisions are
+serialised, on one MariaDB and across Galera nodes alike: of two clients racing for the last
+capacity exactly one wins (the other then sees the winner's row and is refused). Deadlocks,
+lock-wait timeouts and Galera certification failures are retried, whole, inside
+:meth:`vc.db.Database.transaction`.
 """
 
 import dataclasses
@@ -308,8 +310,17 @@ def enabled_hosts(cfg, cur):
 
 
 def _lock_admission(cur):
-    cur.execute("SELECT value FROM vccounter WHERE name = 'admission' FOR UPDATE")
-    if cur.fetchone() is None:
+    """Serialise capacity decisions: *write* the shared ``admission`` counter row first, before
+    anything is counted. On one MariaDB the write's row lock makes the next admission wait here
+    (then READ COMMITTED shows it the winner's rows). On Galera row locks are node-local — a
+    ``SELECT … FOR UPDATE`` on node A does not block node B, and "lock the row, count, insert"
+    admitted one booking per node for the last seat — but the written row is in every
+    admission's write set, so certification commits exactly one of concurrent admissions on
+    different nodes and aborts the others with 1213 (at any statement or at COMMIT);
+    :meth:`vc.db.Database.transaction` runs each of those whole again, and it then counts the
+    winner's booking."""
+    cur.execute("UPDATE vccounter SET value = value + 1 WHERE name = 'admission'")
+    if cur.rowcount != 1:
         raise VcError("the database is not initialised: run 'sbin/vc_ctl.py db upgrade'")
 
 
@@ -366,23 +377,110 @@ def _authorize(row, actor, admin):
                       % (row["rack"], row["owner"]))
 
 
-def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
+@dataclass
+class Offer:
+    """The longest extension of a reservation that fits (:func:`longest_offer`): ``end`` (the
+    current end when nothing more fits), what was ``asked`` (None: as long as the limits
+    allow), and what stops it there: ``limit`` (``max_hours``) or ``short`` (the
+    :class:`vc.admission.Shortage`; ``short.racks`` the reservations that block the rest)."""
+
+    rack: int
+    old_end: object
+    end: object
+    asked: object = None
+    limit: str = ""
+    short: Optional[admission.Shortage] = None
+
+    @property
+    def full(self) -> bool:
+        return self.asked is not None and self.end >= self.asked
+
+    def why(self, tz) -> str:
+        """Why it is not longer, in words ("" when nothing stops it short of what was asked)."""
+        if self.short is not None:
+            who = ""
+            if self.short.racks:
+                who = " (reservation%s %s)" % ("s" if len(self.short.racks) > 1 else "",
+                                               ", ".join(str(r) for r in self.short.racks))
+            return "not enough %s from %s%s: %s" % (self.short.what,
+                                                   timeutil.show(self.short.start, tz), who,
+                                                   self.short.detail)
+        if self.limit:
+            return "a reservation may last at most %s hours" % self.limit
+        return ""
+
+    def as_dict(self, tz=None) -> dict:
+        return {"rack": self.rack, "old_end": self.old_end, "end": self.end, "asked": self.asked,
+                "full": self.full, "extended_by_seconds": max(0, int(
+                    (self.end - self.old_end).total_seconds())),
+                "blocked_by": list(self.short.racks) if self.short else [],
+                "short": self.short.what if self.short else None,
+                "short_from": self.short.start if self.short else None,
+                "why": self.why(tz) if tz else ""}
+
+
+def _offer(cfg, cur, row, asked, now) -> Offer:
+    """The longest end ``<= asked`` (None: the length limit) a started-or-reserved reservation
+    ``row`` (locked, admission lock held) can get."""
+    rack = row["rack"]
+    start, old_end = aware_utc(row["start_at"]), aware_utc(row["end_at"])
+    cap = start + timedelta(hours=cfg.limits.max_hours)
+    hi = cap if asked is None else min(asked, cap)
+    limit = str(cfg.limits.max_hours) if asked is None or asked > cap else ""
+    if hi <= old_end:
+        return Offer(rack, old_end, old_end, asked, limit)
+    lo = max(old_end, start, now)
+    new = _booking(None, lo, hi, _resources(cur, rack))
+    hosts = [(h.name, h.memory_mb, h.vcpus) for h in enabled_hosts(cfg, cur)]
+    if not hosts:
+        return Offer(rack, old_end, old_end, asked, limit, admission.Shortage(
+            "hosts", lo, hi, "no physical host is enabled"))
+    until, short = admission.fits_until(new, overlapping(cur, lo, hi, rack), hosts,
+                                        cfg.subnet_count, cfg.isolation_count,
+                                        len(cfg.addresses.public_pool))
+    end = max(old_end, until.replace(microsecond=0) if until < hi else until)
+    return Offer(rack, old_end, end, asked, "" if short else limit, short)
+
+
+def longest_offer(cfg, db, rack: int, now, asked=None) -> Offer:
+    """What :func:`extend` with ``longest=True`` would grant now (nothing is changed)."""
+    def run(cur):
+        _lock_admission(cur)
+        row = states.lock(cur, rack)
+        return _offer(cfg, cur, row, asked, now)
+
+    return db.transaction(run)
+
+
+def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False,
+           longest: bool = False, offer_out: Optional[list] = None):
     """Change the end of a reservation that has not ended (longer or shorter), or reopen a
     ``stopped`` one from now to ``new_end`` (``stopped → reserved``; the next tick or
     ``vc_ctl start`` starts it again, with its iSCSI volumes and their data).
 
+    A longer end that does not fit is refused (:class:`CapacityError`, its ``offer`` attribute
+    the :class:`Offer` of the longest extension that does, named in the message). With
+    ``longest`` the end becomes the longest that fits up to ``new_end`` (None or empty: up to
+    the length limit) and ``offer_out`` (a list) receives the :class:`Offer` granted: it says
+    when that is less than asked, and why.
+
     :param new_end: a user-typed time or an aware datetime.
     """
     tz = cfg.tzinfo()
-    try:
-        end = timeutil.parse(new_end, tz, now)
-    except ValueError as e:
-        raise ValidationError({"end": "end time %s" % e}) from None
+    if longest and (new_end is None or new_end == ""):
+        end = None
+    else:
+        try:
+            end = timeutil.parse(new_end, tz, now)
+        except ValueError as e:
+            raise ValidationError({"end": "end time %s" % e}) from None
 
     def run(cur):
         _lock_admission(cur)
         row = states.lock(cur, rack)
         _authorize(row, actor, admin)
+        if longest:
+            return _extend_longest(cfg, cur, row, end, now, actor, offer_out)
         if row["state"] == states.STOPPED and not row["pending"]:
             return _reopen(cfg, cur, row, end, now, actor)
         if row["state"] not in (states.RESERVED, states.STARTING, states.RUNNING, states.FAILED) \
@@ -405,7 +503,18 @@ def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
         if end > old_end:
             res = _resources(cur, rack)
             # only the added time needs capacity; the rest is ours already
-            admit(cfg, cur, max(old_end, start), end, res, now, exclude_rack=rack)
+            try:
+                admit(cfg, cur, max(old_end, start), end, res, now, exclude_rack=rack)
+            except CapacityError as e:
+                offer = _offer(cfg, cur, row, end, now)
+                if offer.end > old_end:
+                    msg = "%s; the longest extension that fits ends %s (%s)" % (
+                        e, timeutil.show(offer.end, tz), offer.why(tz))
+                else:
+                    msg = "%s; no extension fits now" % e
+                err = CapacityError(msg)
+                err.offer = offer
+                raise err from None
         cur.execute("UPDATE vcregist SET end_at = %s, updated_at = %s WHERE rack = %s",
                     (naive_utc(end), naive_utc(now), rack))
         _note_longest(cur, start, end)
@@ -414,6 +523,36 @@ def extend(cfg, db, rack: int, new_end, now, actor: str, admin: bool = False):
         return end
 
     return db.transaction(run)
+
+
+def _extend_longest(cfg, cur, row, asked, now, actor, offer_out):
+    rack, tz = row["rack"], cfg.tzinfo()
+    if row["state"] not in (states.RESERVED, states.STARTING, states.RUNNING, states.FAILED) \
+            or row["pending"]:
+        raise InvalidTransition(rack=rack, state=row["state"] + (
+            " (%s pending)" % row["pending"] if row["pending"] else ""), action="extend it")
+    old_end = aware_utc(row["end_at"])
+    if old_end <= now:
+        raise InvalidTransition(rack=rack, state="ended", action="extend it")
+    if asked is not None and asked <= old_end:
+        raise ValidationError({"end": "the longest extension up to %s: that is not after the "
+                                      "current end (%s)" % (timeutil.show(asked, tz),
+                                                            timeutil.show(old_end, tz))})
+    offer = _offer(cfg, cur, row, asked, now)
+    if offer_out is not None:
+        offer_out.append(offer)
+    if offer.end <= old_end:
+        err = CapacityError("refused: no extension of rack %d fits: %s" % (
+            rack, offer.why(tz) or "nothing more is allowed"))
+        err.offer = offer
+        raise err
+    cur.execute("UPDATE vcregist SET end_at = %s, updated_at = %s WHERE rack = %s",
+                (naive_utc(offer.end), naive_utc(now), rack))
+    _note_longest(cur, aware_utc(row["start_at"]), offer.end)
+    states.event(cur, rack, now, actor, "end changed from %s to %s (the longest that fits%s)" % (
+        timeutil.iso(old_end), timeutil.iso(offer.end),
+        "" if offer.full else ": " + offer.why(tz)), row["state"], row["state"])
+    return offer.end
 
 
 def _reopen(cfg, cur, row, end, now, actor):

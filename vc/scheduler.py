@@ -18,7 +18,9 @@ inside it is waited for (sleep) and acted on then, so a cluster begins starting 
 of its start time instead of at the next minute.
 
 An exclusive ``flock`` on ``state_dir/cron.lock`` keeps overlapping ticks from acting twice: a
-second tick exits at once.
+second tick exits at once. Then the ``tick`` lease in the database (:mod:`vc.dblease`) does the
+same between frontends that share the database; each cluster's work is further guarded by its
+rack's lease (:meth:`vc.ctl.Ctl.locked`).
 """
 
 import fcntl
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, List, Optional
 
-from vc import states, timeutil
+from vc import dblease, states, timeutil
 from vc.db import aware_utc, naive_utc
 from vc.errors import VcError
 
@@ -145,13 +147,27 @@ class Scheduler:
             return None
         return f
 
+    # the clock of the tick's database lease: real time, also under ``--now`` (see vc.ctl)
+    lease_clock = staticmethod(timeutil.utcnow)
+
     def tick(self) -> TickReport:
         lock = self._lock()
         if lock is None:
             LOG.info("another tick is running: exiting")
             return TickReport(acted=False)
         try:
-            return self._tick()
+            # one tick at a time over every frontend sharing the database (vc.dblease)
+            lease = dblease.Lease.for_config(self.cfg, self.db, dblease.TICK,
+                                             clock=self.lease_clock)
+            if not lease.acquire():
+                LOG.info("the tick of %s is running: exiting",
+                         lease.describe_holder() or "another frontend")
+                return TickReport(acted=False)
+            lease.start_renewing()
+            try:
+                return self._tick()
+            finally:
+                lease.release()
         finally:
             lock.close()
 
@@ -218,10 +234,17 @@ class Scheduler:
             LOG.exception("rack %d: cannot record event", rack)
 
     def _heal_all(self) -> List[Action]:
-        # a host marked unreachable comes back into use once it answers again
+        # a host marked unreachable comes back into use once it answers again, and only
+        # after its stale domains (nodes moved away meanwhile) are destroyed and undefined
+        # there: fence first, so nothing can start a second copy
         for h in self.db.query("SELECT name FROM vchost WHERE reachable = 0"):
             if self.ctl.ha.reachable(h["name"]):
                 LOG.info("host %s answers again", h["name"])
+                try:
+                    self.ctl.ha.fence(h["name"])
+                except Exception as e:
+                    LOG.error("host %s: fencing failed, kept unreachable: %s", h["name"], e)
+                    continue
                 self.ctl.ha.mark_host(h["name"], True)
         racks = [r["rack"] for r in self.db.query(
             "SELECT rack FROM vcregist WHERE state = 'running' ORDER BY rack")]

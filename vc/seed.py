@@ -48,6 +48,100 @@ _DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{0,250}$")
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # virtio-blk serials are at most 20 bytes
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_LEASE_URL_RE = re.compile(r"^http://\d{1,3}(\.\d{1,3}){3}:\d{1,5}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+
+LEASE_TOKEN_PATH = "/etc/vc/lease.token"
+LEASE_PATH = "/usr/local/bin/vc-lease"
+LEASE_PROFILE_PATH = "/etc/profile.d/vc-lease.sh"
+# vc-lease: POSIX sh; talks HTTP with python3 (Debian image: cloud-init's), else busybox nc
+# (the fast test guest; raw HTTP/1.0, so refusals show their reasons), else wget (2xx only)
+LEASE_SCRIPT = r"""#!/bin/sh
+# vc-lease: this cluster's reservation, from VC's lease service on the cluster's own .1
+#   vc-lease                    the end and the time left
+#   vc-lease extend 2h          extend the end by 2h (30m, 1h30m, ...), all of it or nothing
+#   vc-lease extend --longest [2h]   the longest extension that fits (up to 2h)
+#   vc-lease release            end the reservation now (the cluster is stopped)
+#   vc-lease --json ...         the service's JSON
+URL=${VC_LEASE_URL:-@URL@}
+TOKEN_FILE=${VC_LEASE_TOKEN_FILE:-/etc/vc/lease.token}
+T=${VC_LEASE_TIMEOUT:-10}
+FMT=text
+[ "$1" = --json ] && { FMT=json; shift; }
+die() { echo "vc-lease: $*" >&2; exit 2; }
+usage() { sed -n '3,7s/^# //p' "$0" >&2; exit 2; }
+tok() {
+  if [ -n "${VC_LEASE_TOKEN:-}" ]; then printf '%s' "$VC_LEASE_TOKEN"
+  else
+    read -r t < "$TOKEN_FILE" 2>/dev/null || die "cannot read $TOKEN_FILE (run as root)"
+    printf '%s' "$t"
+  fi
+}
+# req METHOD PATH [BODY] [TOKEN]: the answer's body on stdout; status 0 for 2xx, 1 for a refusal
+req() {
+  path="$2?format=$FMT"
+  if command -v python3 >/dev/null 2>&1; then
+    VCL_M=$1 VCL_U=$URL$path VCL_B=${3:-} VCL_T=${4:-} VCL_TO=$T python3 -c '
+import os, sys, urllib.request, urllib.error
+e = os.environ
+r = urllib.request.Request(e["VCL_U"], method=e["VCL_M"],
+                           data=e["VCL_B"].encode() if e["VCL_M"] == "POST" else None)
+r.add_header("Content-Type", "application/json")
+if e["VCL_T"]:
+    r.add_header("X-VC-Lease-Token", e["VCL_T"])
+try:
+    with urllib.request.urlopen(r, timeout=float(e["VCL_TO"])) as f:
+        sys.stdout.write(f.read().decode()); sys.exit(0)
+except urllib.error.HTTPError as x:
+    sys.stdout.write(x.read().decode()); sys.exit(1)
+except Exception as x:
+    sys.stderr.write("vc-lease: the lease service does not answer: %s\n" % x); sys.exit(3)'
+    return $?
+  fi
+  hp=${URL#http://}; host=${hp%%:*}; port=${hp##*:}
+  if command -v nc >/dev/null 2>&1; then
+    b=${3:-}
+    r=$( { printf '%s %s HTTP/1.0\r\nHost: %s\r\n' "$1" "$path" "$hp"
+           printf 'Content-Type: application/json\r\n'
+           printf 'Content-Length: %s\r\n' "${#b}"
+           [ -n "${4:-}" ] && printf 'X-VC-Lease-Token: %s\r\n' "$4"
+           printf '\r\n%s' "$b"; } | nc -w "$T" "$host" "$port" 2>/dev/null)
+    [ -n "$r" ] || { echo "vc-lease: the lease service at $URL does not answer" >&2; return 3; }
+    code=$(printf '%s\n' "$r" | sed -n '1s/^HTTP\/[0-9.]* \([0-9][0-9]*\).*/\1/p')
+    printf '%s\n' "$r" | sed '1,/^\r*$/d'
+    case "$code" in 2??) return 0 ;; *) return 1 ;; esac
+  fi
+  if [ "$1" = POST ]; then
+    wget -q -T "$T" -O - --header "Content-Type: application/json" \
+      --header "X-VC-Lease-Token: ${4:-}" --post-data "${3:-}" "$URL$path"
+  else wget -q -T "$T" -O - "$URL$path"; fi && return 0
+  echo "vc-lease: refused or no answer (python3 or nc would show why)" >&2; return 1
+}
+case "${1:-}" in
+  ""|show|status) req GET /lease ;;
+  extend)
+    shift; longest=false; by=
+    for a in "$@"; do
+      case "$a" in
+        --longest) longest=true ;;
+        [0-9]*) case "$a" in *[!0-9dhms]*) die "bad duration: $a" ;; esac; by=$a ;;
+        *) usage ;;
+      esac
+    done
+    if [ -n "$by" ]; then body="{\"by\": \"$by\", \"longest\": $longest}"
+    elif [ "$longest" = true ]; then body='{"longest": true}'
+    else usage; fi
+    t=$(tok) || exit 2
+    req POST /lease/extend "$body" "$t" ;;
+  release) t=$(tok) || exit 2; req POST /lease/release "" "$t" ;;
+  -h|--help|help) usage ;;
+  *) usage ;;
+esac
+"""
+LEASE_PROFILE = """# the reservation's end at login (vc-lease, VC)
+[ -x /usr/local/bin/vc-lease ] && [ -r /etc/vc/lease.token ] && \
+  VC_LEASE_TIMEOUT=3 /usr/local/bin/vc-lease 2>/dev/null
+"""
 
 
 @dataclass
@@ -81,6 +175,9 @@ class SeedInput:
     volumes: List[Tuple[str, str, str]] = field(default_factory=list)
     nfs_mounts: List[Tuple[str, str, str]] = field(default_factory=list)
     subnet: Optional[str] = None
+    # the lease service (vc.metad) on the cluster's .1, and the cluster's token for it
+    lease_url: Optional[str] = None
+    lease_token: Optional[str] = None
 
     @property
     def fqdn(self) -> str:
@@ -200,6 +297,11 @@ def check(s: SeedInput) -> None:
             ipaddress.IPv4Network(str(s.subnet))
         except ValueError:
             raise ValueError("seed: bad subnet: %r" % (s.subnet,)) from None
+    _need((s.lease_url is None) == (s.lease_token is None), "lease (url and token together)",
+          "...")
+    if s.lease_url is not None:
+        _need(bool(_LEASE_URL_RE.match(s.lease_url)), "lease_url", s.lease_url)
+        _need(bool(_TOKEN_RE.match(s.lease_token or "")), "lease_token", "(not shown)")
     for server, export, mount_point in s.nfs_mounts:
         _check_ip("nfs server", server)
         _need(bool(_PATH_RE.match(export or "")), "nfs export path", export)
@@ -250,6 +352,16 @@ def user_data(s: SeedInput) -> dict:
         files.append(_file("/root/.ssh/id_ed25519.pub", "0644",
                            s.cluster_public_key.strip() + "\n"))
     files.append(_file("/root/.ssh/config", "0600", SSH_CONFIG))
+    if s.lease_url is not None:
+        import base64
+
+        files.append(_file(LEASE_TOKEN_PATH, "0600", s.lease_token + "\n"))
+        for path, mode, text in ((LEASE_PATH, "0755", LEASE_SCRIPT.replace("@URL@", s.lease_url)),
+                                 (LEASE_PROFILE_PATH, "0644", LEASE_PROFILE)):
+            # base64: the scripts' quotes and # lines pass every YAML reader unchanged
+            f = _file(path, mode, base64.b64encode(text.encode()).decode())
+            f["encoding"] = "b64"
+            files.append(f)
     if gateway and s.volumes:
         files.append(_file("/etc/exports", "0644", "".join(
             "%s %s(%s)\n" % (export, s.subnet, EXPORT_OPTIONS) for _, _, export in s.volumes)))

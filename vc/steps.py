@@ -149,6 +149,10 @@ class Network(Step):
     name = "network"
 
     def run(self, r):
+        from vc import hosts
+
+        for h in r.hosts_used():   # each host answers and has the memory it is said to have
+            hosts.check_capacity(r.ctl, h)
         seg = r.ctl.segment(r.plan, r.hosts_used())
         mtu = r.ctl.isolation.mtu(seg) if seg else None
         for h in r.ctl.isolation.network_hosts(r.plan, r.hosts_used(), seg):
@@ -193,9 +197,8 @@ def make_disk(ctl, n) -> bool:
     executor, over the SSH trust libvirt's transport uses)."""
     path, base = designer.disk_path(ctl.cfg, n.name), ctl.cfg.appliance(n.appliance).image
     if disks.is_remote(ctl.cfg, n.host):
-        ex = ctl.host_exec(n.host)
-        ex(["mkdir", "-p", "-m", "700", ctl.cfg.virt.console_dir])
-        return disks.create_cow_disk_on(ex, path, base, n.disk_gb)
+        return disks.create_cow_disk_on(ctl.host_exec(n.host), path, base, n.disk_gb,
+                                        ctl.cfg.virt.console_dir)
     return disks.create_cow_disk(path, base, n.disk_gb, ctl.execute)
 
 
@@ -255,11 +258,14 @@ class Seed(Step):
         owner = reservations.get(ctl.db, r.rack)["owner"]
         owner_keys = keys.authorized_lines(ctl.db, owner)
         pair = cluster_key(cfg, r.rack)
+        from vc import metad  # the lease token: made once per start, in every node's seed
+
+        token = metad.ensure_token(cfg, ctl.db, r.rack, ctl.clock())
         seg = ctl.segment(r.plan, r.hosts_used())
         mtu = ctl.isolation.mtu(seg) if seg else None
         for n in r.plan.nodes:
             put_seed(ctl, n, seed.render(designer.seed_input(cfg, r.plan, n, r.vols(),
-                                                             owner_keys, pair, mtu)))
+                                                             owner_keys, pair, mtu, token)))
         if not owner_keys:
             ctl.progress("rack %d: warning: %s has no SSH key: nobody can log in (vc_ctl.py "
                          "key add)" % (r.rack, owner))
@@ -515,12 +521,19 @@ def _answers(ctl, host_name, plan) -> bool:
     """May a stop skip this host? Only when it does not answer and holds no node of the plan
     (nothing of the rack can be there: a node is defined only on its recorded host; a host
     that lost nodes to failover is fenced by the tick when it returns)."""
-    if ctl.ha.reachable(host_name):
+    seen = ctl.__dict__.setdefault("_answering", {})   # one connection attempt per run
+    if host_name not in seen:
+        seen[host_name] = ctl.ha.reachable(host_name)
+    if seen[host_name]:
         return True
-    if plan is not None and any(n.host == host_name for n in plan.nodes):
+    booted = [r["name"] for r in ctl.db.query(
+        "SELECT name FROM vcnode WHERE rack = %s AND host = %s AND (state <> 'new' OR "
+        "booted_at IS NOT NULL)", (plan.rack, host_name))] if plan is not None else []
+    if booted:
         raise ClusterError("host %s does not answer and runs %s: cannot remove them there" % (
-            host_name, ", ".join(n.name for n in plan.nodes if n.host == host_name)))
-    LOG.warning("host %s does not answer and holds no node of this rack: skipped", host_name)
+            host_name, ", ".join(booted)))
+    LOG.warning("host %s does not answer and no node of this rack was booted there: skipped",
+                host_name)
     return False
 
 
@@ -529,9 +542,24 @@ class Unregister(Step):
 
     def run(self, r):
         if r.plan:
-            r.ctl.registrar(r.plan).unregister(designer.entries(r.cfg, r.plan),
-                                               network.names(r.cfg, r.rack)[0])
+            plan = _answering_plan(r)
+            r.ctl.registrar(plan).unregister(designer.entries(r.cfg, plan),
+                                             network.names(r.cfg, r.rack)[0])
         return ""
+
+
+def _answering_plan(r):
+    """The plan with nodes on a skippable host (:func:`_answers`: down, nothing booted there)
+    pointed at a host that answers, so that removing their DHCP entries does not need it."""
+    import dataclasses
+
+    skip = {h for h in r.hosts_used() if not _answers(r.ctl, h, r.plan)}
+    alive = next((h.name for h in r.cfg.hosts if h.name not in skip
+                  and _answers(r.ctl, h.name, r.plan)), None) if skip else None
+    if not alive:
+        return r.plan
+    return dataclasses.replace(r.plan, nodes=[
+        dataclasses.replace(n, host=alive) if n.host in skip else n for n in r.plan.nodes])
 
 
 class RemoveIsolation(Step):

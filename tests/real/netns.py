@@ -302,12 +302,16 @@ class Lab:
 
     def ovs_node(self, name: str, host: Optional[str], bridge: str, tag: int,
                  cidr: Optional[str] = None, mac: Optional[str] = None,
-                 mtu: Optional[int] = None) -> str:
+                 mtu: Optional[int] = None, csum_offload: bool = True,
+                 port: Optional[str] = None) -> str:
         """A node namespace whose ``eth0`` is an access port (VLAN ``tag``) of OVS bridge
-        ``bridge`` on ``host`` (None: the root namespace)."""
+        ``bridge`` on ``host`` (None: the root namespace), named ``port`` there (default
+        ``<prefix>n<k>``; a name VC's guard matches makes it a guest's tap). ``csum_offload=
+        False``: its eth0 computes its own checksums, as VC's guests do on a VLAN tunnelled
+        between hosts."""
         ns = self._ns("%s-%s" % (self.prefix, name))
         self._n += 1
-        hside = "%sn%d" % (self.prefix, self._n)
+        hside = port or "%sn%d" % (self.prefix, self._n)
         hns = self.host_ns.get(host) if host else None
         head = ["ip", "link", "add", hside] + (["netns", hns] if hns else [])
         sh(head + ["type", "veth", "peer", "name", "eth0", "netns", ns])
@@ -317,6 +321,8 @@ class Lab:
         nopts = (["address", mac] if mac else []) + (["mtu", str(mtu)] if mtu else [])
         if nopts:
             sh(in_ns(ns, ["ip", "link", "set", "dev", "eth0"] + nopts))
+        if not csum_offload:
+            sh(in_ns(ns, ["ethtool", "-K", "eth0", "tx", "off"]))
         if cidr:
             sh(in_ns(ns, ["ip", "addr", "add", cidr, "dev", "eth0"]))
         sh(in_ns(ns, ["ip", "link", "set", "dev", "eth0", "up"]))
@@ -397,6 +403,12 @@ class Lab:
         finally:
             if srv.poll() is None:
                 _kill(srv.pid)
+
+    def neigh(self, node: str, ip: str) -> Optional[str]:
+        """The MAC node ``node`` resolved ``ip`` to (None: no answer)."""
+        out = sh(in_ns(self.node_ns[node], ["ip", "-j", "neigh", "show", ip])).stdout
+        found = [d for d in json.loads(out or "[]") if "lladdr" in d]
+        return found[0]["lladdr"] if found else None
 
     def banner(self, node: str, ip: str, port: int = 22, timeout: float = 3.0) -> str:
         """The first bytes a TCP server at ``ip:port`` sends to node ``node`` ("" when there is

@@ -133,9 +133,22 @@ NO_KEY = ("%s has no SSH key: nobody can log in to this cluster (vc_ctl.py key a
 
 def extend(ctx, args):
     rack = ctx.rack(args.rack)
-    end = reservations.extend(ctx.cfg, ctx.db, rack, args.end, ctx.now, ctx.who, ctx.admin)
-    return ctx.emit({"rack": rack, "end": end}, "rack %d now ends %s\n" % (
-        rack, timeutil.show(end, ctx.cfg.tzinfo())))
+    tz = ctx.cfg.tzinfo()
+    if not args.longest:
+        if not args.end:
+            raise VcError("extend needs --end T, or --longest [--end T]")
+        end = reservations.extend(ctx.cfg, ctx.db, rack, args.end, ctx.now, ctx.who, ctx.admin)
+        return ctx.emit({"rack": rack, "end": end, "full": True}, "rack %d now ends %s\n" % (
+            rack, timeutil.show(end, tz)))
+    got = []
+    end = reservations.extend(ctx.cfg, ctx.db, rack, args.end, ctx.now, ctx.who, ctx.admin,
+                              longest=True, offer_out=got)
+    o = got[0]
+    text = "rack %d now ends %s" % (rack, timeutil.show(end, tz))
+    if not o.full:
+        text += " — %s%s" % ("less than asked (%s): " % timeutil.show(o.asked, tz)
+                              if o.asked else "the longest possible: ", o.why(tz))
+    return ctx.emit(o.as_dict(tz), text + "\n")
 
 
 def delete(ctx, args):
@@ -457,6 +470,72 @@ TARGET_COMMANDS = {
                                "authorized_keys)"),
 }
 
+def host_list(ctx, args):
+    from vc import hosts
+
+    ctx.require_admin("host list: only an admin may see the physical hosts")
+    rows = hosts.list_hosts(ctx.cfg, ctx.db)
+
+    def text(out):
+        out.write("%-12s %-11s %-11s %-9s %-7s %s\n" % ("HOST", "MEMORY MB", "VCPUS",
+                                                       "REACHABLE", "DRAINED", "CLUSTERS"))
+        for h in rows:
+            out.write("%-12s %-11s %-11s %-9s %-7s %s\n" % (
+                h["name"], "%s/%s" % (h["used_memory_mb"], h["memory_mb"]),
+                "%s/%s" % (h["used_vcpus"], h["vcpus"]), "yes" if h["reachable"] else "NO",
+                "yes" if h["drained"] else "no",
+                " ".join(str(r) for r in h["clusters"]) or "-"))
+    return ctx.emit(rows, text)
+
+
+def host_drain(ctx, args):
+    from vc import hosts
+
+    ctx.require_root("host drain: only root may take a host out of use")
+    if args.migrate:
+        raise VcError("host drain --migrate: live migration is not implemented (drain, then "
+                      "stop or let the clusters end)")
+    r = hosts.drain(ctx.cfg, ctx.db, args.name, ctx.now)
+    tz = ctx.cfg.tzinfo()
+
+    def text(out):
+        out.write("host %s drained: no new nodes go there and admission no longer counts it; "
+                  "%d node(s) of cluster(s) %s keep running there\n" % (
+                      r["host"], r["nodes"], " ".join(map(str, r["clusters"])) or "-"))
+        for x in r["no_longer_fit"]:
+            out.write("no longer fits: reservation %d (%s, %s to %s): %s\n" % (
+                x["rack"], x["owner"], timeutil.show(x["start"], tz),
+                timeutil.show(x["end"], tz), x["why"]))
+    return ctx.emit(r, text)
+
+
+def host_enable(ctx, args):
+    from vc import hosts
+
+    ctx.require_root("host enable: only root may put a host back into use")
+    r = hosts.enable(ctx.cfg, ctx.db, args.name, ctx.now)
+    return ctx.emit(r, "host %s enabled\n" % args.name)
+
+
+def host_remove(ctx, args):
+    from vc import hosts
+
+    ctx.require_root("host remove: only root may remove a host")
+    r = hosts.remove(ctx.cfg, ctx.db, args.name, ctx.now)
+    return ctx.emit(r, "host %s %s\n" % (args.name, "removed" if r["removed"] else r["note"]))
+
+
+HOST_COMMANDS = {
+    "list": Command(host_list, "the physical hosts: capacity, used now, reachable, drained, "
+                               "clusters"),
+    "drain": Command(host_drain, "no new placements on a host; say which reservations no "
+                                 "longer fit", args=[
+        arg("name"), arg("--migrate", action="store_true",
+                         help="live-migrate its nodes away (not implemented)")]),
+    "enable": Command(host_enable, "put a drained host back into use", args=[arg("name")]),
+    "remove": Command(host_remove, "remove a host that runs no node", args=[arg("name")]),
+}
+
 KEY_COMMANDS = {
     "add": Command(key_add, "add an SSH public key (FILE, or - for stdin); private keys are "
                             "refused", args=[
@@ -477,7 +556,10 @@ COMMANDS = {
     "show": Command(show, "one reservation with its nodes, events and what you may do next",
                     args=[RACK]),
     "extend": Command(extend, "change the end of a reservation", args=[
-        RACK, arg("--end", required=True)]),
+        RACK, arg("--end", help=TIME),
+        arg("--longest", action="store_true",
+            help="the longest extension that fits (up to --end, else up to the limit); says "
+                 "when that is less than asked and which reservation blocks the rest")]),
     "delete": Command(delete, "delete a reservation (a running one is stopped first)", args=[
         RACK, arg("--delete-volumes", action="store_true",
                   help="confirm that its iSCSI volumes and their data are destroyed too")]),
@@ -497,6 +579,7 @@ COMMANDS = {
                             "remove, key", sub=TARGET_COMMANDS),
     "key": Command(None, "owner SSH keys: add, list, remove (they go into every node's seed)",
                    sub=KEY_COMMANDS),
+    "host": Command(None, "physical hosts: list, drain, enable, remove", sub=HOST_COMMANDS),
     "cron": Command(cron, "install or remove /etc/cron.d/vc (the once-a-minute tick)",
                     schema=False, args=[
         arg("action", choices=["install", "uninstall", "show"]),

@@ -31,6 +31,8 @@ MESSAGES = {
     "stopped": "Rack {rack} was stopped.",
     "stop-requested": "Rack {rack} ends now: the tick stops its cluster.",
     "extended": "The end of rack {rack} was changed.",
+    "extended-less": "Rack {rack} got the longest extension that fits, which is less than you "
+                     "asked: its events say which reservation blocks the rest.",
     "target-added": "The iSCSI target was added.",
     "target-saved": "The iSCSI target was saved.",
     "target-removed": "The iSCSI target was removed.",
@@ -463,9 +465,13 @@ def action(req, rack, action):
             msg = "stopped" if before == states.RESERVED else "stop-requested"
             result = {"rack": rack, "state": states.STOPPED if msg == "stopped" else st}
         else:
+            longest, got = req.form.get("longest") == "yes", []
             end = R.extend(req.cfg, req.db, rack, req.form.get("end", ""), req.now, req.user,
-                           req.admin)
-            msg, result = "extended", {"rack": rack, "end": end}
+                           req.admin, longest=longest, offer_out=got)
+            msg, result = "extended", {"rack": rack, "end": end, "full": True}
+            if got:
+                result = got[0].as_dict(req.cfg.tzinfo())
+                msg = "extended" if got[0].full else "extended-less"
     except ValidationError as e:
         if req.wants_json:
             return req.json({"error": str(e), "errors": e.errors}, 400)
@@ -475,7 +481,10 @@ def action(req, rack, action):
         if isinstance(e, NotFound):
             raise
         if req.wants_json:
-            return req.json({"error": str(e)}, 409)
+            out = {"error": str(e)}
+            if getattr(e, "offer", None) is not None:
+                out["longest"] = e.offer.as_dict(req.cfg.tzinfo())
+            return req.json(out, 409)
         return reservation(req, rack, error=str(e), end_value=req.form.get("end", ""),
                            status=409)
     if req.wants_json:

@@ -386,14 +386,17 @@ def test_start_and_stop_with_every_backend(make, db, storage, isolation, registr
     a whole start and stop (test driver; recording executors for the target and the hosts).
     ``[storage] backend = targetcli`` once failed here with a TypeError (``control_port``)."""
     from fakes import RecordingExecutor
-    from test_isolation import FakeHost
+    from test_isolation import FakeHost, FakeOvsHost
 
-    targets, hosts = [], {}
+    targets, hosts, rack = [], {}, None
 
     def host_exec(name):
         if name not in hosts:
-            hosts[name] = FakeHost(name, links={"eth1": FakeHost._link("eth1", None, up=True)},
-                                   ovs_bridges={"br-vc"})
+            # the host's trunk NIC and the cluster bridge its libvirt network made
+            links = {"eth1": FakeHost._link("eth1", None, up=True),
+                     "vtbr%d" % rack: FakeHost._link("vtbr%d" % rack, "bridge", up=True)}
+            hosts[name] = FakeOvsHost(name, links=links, bridges=("br-vc",)) \
+                if isolation == "ovs" else FakeHost(name, links=links)
         return hosts[name]
 
     def target_exec(t):

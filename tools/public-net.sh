@@ -15,7 +15,7 @@ VIRSH=(virsh -q -c qemu:///system)
 XML="<network><name>$NET</name><title>vc demo public network</title>
 <bridge name='$BRIDGE' stp='off'/><ip address='$ADDR' prefix='24'/></network>"
 
-ours() { "${VIRSH[@]}" net-dumpxml "$NET" 2>/dev/null | grep -q '<title>vc demo public network'; }
+ours() { local x; x=$("${VIRSH[@]}" net-dumpxml "$NET" 2>/dev/null) && grep -q '<title>vc demo public network' <<<"$x"; }
 
 case "${1:-}" in
   start)
@@ -24,7 +24,9 @@ case "${1:-}" in
       "${VIRSH[@]}" net-define "$f" >/dev/null; rm -f "$f"
       log "defined libvirt network $NET ($BRIDGE, $ADDR/24, isolated)"
     fi
-    "${VIRSH[@]}" net-info "$NET" | grep -q '^Active: *yes' || "${VIRSH[@]}" net-start "$NET" >/dev/null
+    # (read the whole answer first: grep -q under pipefail would fail the pipe with SIGPIPE)
+    info=$("${VIRSH[@]}" net-info "$NET")
+    grep -q '^Active: *yes' <<<"$info" || "${VIRSH[@]}" net-start "$NET" >/dev/null
     ;;
   stop)
     # only the network this script made (a real site's network of that name is left alone)
@@ -35,7 +37,7 @@ case "${1:-}" in
     fi
     ;;
   status)
-    if "${VIRSH[@]}" net-info "$NET" 2>/dev/null | grep -q '^Active: *yes'; then
+    if grep -q '^Active: *yes' <<<"$("${VIRSH[@]}" net-info "$NET" 2>/dev/null)"; then
       log "public network $NET up ($BRIDGE $ADDR/24)"
     else
       log "public network $NET not running"

@@ -204,38 +204,40 @@ def _path(s):
     return s or None
 
 
-def _label(s):
-    s = s.strip()
-    if not re.match(r"^[A-Za-z][A-Za-z0-9]{0,31}$", s):
-        raise ValueError("must be a Rocks membership name of letters and digits, got %r" % s)
-    return s
+def _matching(pattern, what):
+    """A parser: the stripped value if it matches ``pattern``, else "must be/look like …"."""
+    def parse(s):
+        s = s.strip()
+        if not re.match(pattern, s):
+            raise ValueError("%s, got %r" % (what, s))
+        return s
+
+    return parse
 
 
-def _ipaddr(s):
-    s = s.strip()
-    if not s:
-        return None
-    try:
-        return str(ipaddress.ip_address(s))
-    except ValueError:
-        raise ValueError("must be an IP address, got %r" % s) from None
+_label = _matching(r"^[A-Za-z][A-Za-z0-9]{0,31}$",
+                   "must be a Rocks membership name of letters and digits")
+_iqn_prefix = _matching(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*$",
+                        "must look like iqn.2026-11.org.example")
+_uri = _matching(r"^[a-z][a-z0-9+]*:///?[^\s]*$", "must be a libvirt URI like qemu:///system")
 
 
-def _ipv4(s):
-    s = s.strip()
-    if not s:
-        return None
-    try:
-        return str(ipaddress.IPv4Address(s))
-    except ValueError:
-        raise ValueError("must be an IPv4 address, got %r" % s) from None
+def _address(kind, what):
+    """A parser of an optional address (empty = None), normalised by ``ipaddress.<kind>``."""
+    def parse(s):
+        s = s.strip()
+        if not s:
+            return None
+        try:
+            return str(getattr(ipaddress, kind)(s))
+        except ValueError:
+            raise ValueError("must be %s, got %r" % (what, s)) from None
+
+    return parse
 
 
-def _iqn_prefix(s):
-    s = s.strip()
-    if not re.match(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*$", s):
-        raise ValueError("must look like iqn.2026-11.org.example, got %r" % s)
-    return s
+_ipaddr = _address("ip_address", "an IP address")
+_ipv4 = _address("IPv4Address", "an IPv4 address")
 
 
 def _initiator(s):
@@ -249,13 +251,6 @@ def _initiator(s):
             str(ipaddress.ip_address(s))
     except ValueError:
         raise ValueError("must be an IP address, a CIDR or an IQN, got %r" % s) from None
-
-
-def _uri(s):
-    s = s.strip()
-    if not re.match(r"^[a-z][a-z0-9+]*:///?[^\s]*$", s):
-        raise ValueError("must be a libvirt URI like qemu:///system, got %r" % s)
-    return s
 
 
 def _hostname(s):

@@ -171,28 +171,31 @@ def _changed(ctx, rack, result):
     return ctx.emit(result, "rack %d %s\n" % (rack, result["state"]))
 
 
-def start(ctx, args):
+def _start_or_stop(ctx, args, preview, act):
     rack = ctx.rack(args.rack)
-    ctx.require_root("start: only root may start or stop clusters")
+    ctx.require_root("%s: only root may start or stop clusters" % args.cmd)
     ctl = ctx.ctl()
     if args.dry_run:
-        return start_preview(ctx, ctl, rack)
-    result = ctl.start(rack)
-    if args.wait_ready:
-        result["readiness"] = ctl.wait_ready(rack)
-        result["ready"] = True
-    return _changed(ctx, rack, result)
+        return preview(ctx, ctl, rack)
+    return _changed(ctx, rack, act(ctl, rack))
+
+
+def start(ctx, args):
+    def act(ctl, rack):
+        result = ctl.start(rack)
+        if args.wait_ready:
+            result["readiness"] = ctl.wait_ready(rack)
+            result["ready"] = True
+        return result
+
+    return _start_or_stop(ctx, args, start_preview, act)
 
 
 def stop(ctx, args):
-    rack = ctx.rack(args.rack)
-    ctx.require_root("stop: only root may start or stop clusters")
-    ctl = ctx.ctl()
-    if args.dry_run:
-        return stop_preview(ctx, ctl, rack)
     # a start under way holds the rack: the stop is recorded at once, carried out when the
     # start ends (waiting up to STOP_WAIT s here), else by the next tick
-    return _changed(ctx, rack, ctl.stop(rack, "stop by " + ctx.who, wait=STOP_WAIT))
+    return _start_or_stop(ctx, args, stop_preview, lambda ctl, rack: ctl.stop(
+        rack, "stop by " + ctx.who, wait=STOP_WAIT))
 
 
 STOP_WAIT = 180

@@ -274,24 +274,22 @@ def _fetch(req, show, page):
         rows = [tuple(r.values()) for r in cur.fetchall()]
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        nodes: Dict[int, list] = {}
-        vols: Dict[int, list] = {}
-        with_nodes = [r[0] for r in rows if r[10]]
-        with_vols = [r[0] for r in rows if r[11]]
-        if with_nodes:
-            cur.execute("SELECT rack, name, appliance, `rank`, mac, ip, public_ip, host, state, "
+        def by_rack(select, racks):
+            """``{rack: [row]}`` of ``select`` (ending in ``rack IN (%s)``) for ``racks``."""
+            out: Dict[int, list] = {}
+            if racks:
+                cur.execute(select % _in(len(racks)), racks)
+                for r in cur.fetchall():
+                    out.setdefault(r.pop("rack"), []).append(r)
+            return out
+
+        nodes = by_rack("SELECT rack, name, appliance, `rank`, mac, ip, public_ip, host, state, "
                         "readiness FROM vcnode WHERE rack IN (%s) "
-                        "ORDER BY rack, appliance DESC, `rank`"
-                        % _in(len(with_nodes)), with_nodes)
-            for r in cur.fetchall():
-                nodes.setdefault(r.pop("rack"), []).append(r)
-        if with_vols:
-            cur.execute("SELECT v.rack, v.mount_point, v.size_gb, v.state, t.name AS target "
-                        "FROM vciscsi v JOIN vciscsitarget t ON t.id = v.target_id "
-                        "WHERE v.rack IN (%s) ORDER BY v.rack, v.mount_point"
-                        % _in(len(with_vols)), with_vols)
-            for r in cur.fetchall():
-                vols.setdefault(r.pop("rack"), []).append(r)
+                        "ORDER BY rack, appliance DESC, `rank`", [r[0] for r in rows if r[10]])
+        vols = by_rack("SELECT v.rack, v.mount_point, v.size_gb, v.state, t.name AS target "
+                       "FROM vciscsi v JOIN vciscsitarget t ON t.id = v.target_id "
+                       "WHERE v.rack IN (%s) ORDER BY v.rack, v.mount_point",
+                       [r[0] for r in rows if r[11]])
         return more, rows, nodes, vols
 
     return req.db.transaction(run)

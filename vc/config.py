@@ -557,54 +557,14 @@ class Cron(_Record):
     max_start_retries: int = key(_int(0, 20), 5, "a failed start is retried at most this often")
     ha_max_restarts: int = key(_int(0, 1000), 3,
                                "restarts of a stopped node of a running cluster per hour")
-    preboot_minutes: int = key(_int(0, 120), 5, "begin a start this many minutes early when "
-                               "the early window is free (0 = never), so it is ready on time")
-    preflight_minutes: int = key(_int(0, 1440), 15, "check a reservation's hosts, images, "
-                                 "targets and pools this many minutes before its start (0 = "
-                                 "only at booking and on demand)")
 
-
-def _durations(s):
-    """A comma-separated list of durations (``60m,10m,1m``; suffix s, m or h, none = seconds)
-    -> a tuple of seconds, longest first."""
-    out = []
-    for part in s.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        m = re.match(r"^(\d{1,6})\s*([smh]?)$", part)
-        if not m:
-            raise ValueError("must be durations like 60m,10m,1m, got %r" % part[:40])
-        n = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        if not 1 <= n <= 7 * 86400:
-            raise ValueError("each duration must be between 1 s and 7 days, got %r" % part)
-        out.append(n)
-    return tuple(sorted(set(out), reverse=True))
-
-
-def _sender(s):
-    s = s.strip()
-    if not re.match(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$", s):
-        raise ValueError("must be a mail address like vc@frontend.example.org, got %r" % s[:60])
-    return s
 
 
 @_frozen_dataclass
 class Notify(_Record):
-    """``[notify]``: warnings before the end (mail to the owner, wall on every node) and the
-    lease service inside the clusters (``sbin/vc_metad.py``)."""
+    """``[notify]``: what tells the cluster about its lease: the lease service inside the
+    clusters (``sbin/vc_metad.py``)."""
 
-    before_end: tuple = key(_durations, (3600, 600, 60), "warn the owner this long before the "
-                            "end (mail, and wall on every node); empty = no warnings")
-    smtp_host: str | None = key(_optstr, None, "SMTP server for the mails; empty = the local "
-                                "sendmail")
-    smtp_port: int = key(_int(1, 65535), 25, "its port")
-    sendmail: str = key(_path, "/usr/sbin/sendmail", "the local sendmail (without smtp_host)")
-    sender: str = key(_sender, "vc@localhost", "From: of the mails")
-    domain: str | None = key(_optstr, None, "the owners' mail domain, appended to the user name "
-                             "(an owner name with @ is used as it is); empty = no mail")
-    wall: bool = key(_bool, True, "also warn inside the cluster: wall on every node, over SSH "
-                     "with the cluster's key")
     metad_bind: str = key(_ipaddr, "0.0.0.0", "where the lease service listens; it answers "
                           "only a node of a running cluster, on its cluster's .1")
     metad_port: int = key(_int(1, 65535), 8775, "the lease service's TCP port")

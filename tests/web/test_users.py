@@ -73,7 +73,7 @@ def running_cluster(cfg, db, owner, readiness=("up", "up")):
                 "state, readiness, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'h1', "
                 "'running', %s, %s)",
                 (rack, app, rank, "%s-%d-%d" % (app, rack, rank),
-                 "52:54:00:aa:%02x:%02x" % (rack, rank + (0 if app == "gateway" else 1)), ip, pub,
+                 "52:54:00:aa:%02x:%02x" % (rack % 256, rank + (app != "gateway")), ip, pub,
                  readiness[0 if app == "gateway" else 1], NOW.replace(tzinfo=None)))
         cur.execute("INSERT INTO vcevent (rack, at, actor, from_state, to_state, reason) "
                     "VALUES (%s, %s, 'vc_cron', 'running', 'running', %s)",
@@ -211,7 +211,7 @@ def test_owner_sees_what_they_need_not_the_frontends_internals(app, wcfg, db):
     rack = running_cluster(wcfg, db, "carol")
     carol = Client(app, user="carol")  # not an admin
     html = section(carol.get("/reservations").text, rack)
-    assert "52:54:00:aa:%02x:00" % rack in html and "10.200.9.2" in html
+    assert "52:54:00:aa:%02x:00" % (rack % 256) in html and "10.200.9.2" in html
     assert "198.51.100.10" in html and "Stop now" in html
     assert "<th>Host</th>" not in html and "<td>h1</td>" not in html
     assert "Error: storage: a host refused an iSCSI volume" in html

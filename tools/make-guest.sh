@@ -43,6 +43,9 @@ HERE=$(dirname "$SELF")
 GSRC=$HERE/guest
 VARDIR=${VC_VAR:-$(cd "$HERE/.." && pwd)/var}
 DEBCACHE=${VC_DEB_CACHE:-$VARDIR/cache/debs}
+# a machine-wide copy outlives a checkout: a fresh clone takes the .debs from there (and so
+# builds without the mirror); VC_DEB_MACHINE_CACHE= (empty) turns it off
+MCACHE=${VC_DEB_MACHINE_CACHE-/var/cache/vc/debs}
 
 # the inputs: this script and every file under tools/guest/ (names and contents)
 HASH=$(cd "$HERE" && { sha256sum "$(basename "$SELF")"; find guest -type f | LC_ALL=C sort | xargs -r sha256sum; } \
@@ -94,6 +97,10 @@ DEBS=""; NEED=""
 while read -r _ file size _; do
   [ -n "$file" ] || continue
   DEBS="$DEBS $file"
+  if [ "$(stat -c %s "$DEBCACHE/$file" 2>/dev/null)" != "$size" ] && [ -n "$MCACHE" ] &&
+     [ "$(stat -c %s "$MCACHE/$file" 2>/dev/null)" = "$size" ]; then
+    mkdir -p "$DEBCACHE"; cp "$MCACHE/$file" "$DEBCACHE/$file"
+  fi
   [ "$(stat -c %s "$DEBCACHE/$file" 2>/dev/null)" = "$size" ] || NEED="$NEED ${file%%_*}"
 done <<< "$URIS"
 if [ -n "$NEED" ]; then
@@ -104,6 +111,7 @@ if [ -n "$NEED" ]; then
   for f in "$WORK"/dl/*.deb; do
     rm -f "$DEBCACHE/${f##*/}"; rm -f "$DEBCACHE/$(basename "${f%%_*}")"_*.deb
     mv "$f" "$DEBCACHE/"
+    [ -z "$MCACHE" ] || { mkdir -p "$MCACHE" && cp "$DEBCACHE/${f##*/}" "$MCACHE/"; } || true
   done
 fi
 S=$WORK/sys   # every package's files (the kernel: only what is needed)

@@ -515,3 +515,25 @@ def test_stop_while_the_rack_is_busy_is_recorded(make, db, monkeypatch):
     lk.__enter__()
     threading.Timer(0.5, lambda: lk.__exit__(None, None, None)).start()
     assert c.stop(rack, "stop by root", wait=10)["state"] == "stopped"
+
+
+def test_cluster_key_pair_is_the_databases(make, db):
+    """A frontend that finishes another's start (its state_dir does not have the pair) uses the
+    pair in the database: a gateway booted by the first still reaches computes booted by the
+    second. The private half is sealed there; the stop removes it."""
+    import shutil
+
+    from vc import steps
+
+    cfg, c, _ = make()
+    rack = reserve(cfg, db, computes=1)
+    c.start(rack)
+    pub = open(os.path.join(designer.key_dir(cfg, rack), "id_ed25519.pub")).read().strip()
+    row = db.query("SELECT public_key, private_sealed FROM vcclusterkey WHERE rack=%s",
+                   (rack,))[0]
+    assert row["public_key"] == pub and row["private_sealed"].startswith("fernet:")
+    assert "PRIVATE KEY" not in row["private_sealed"]
+    shutil.rmtree(designer.key_dir(cfg, rack))        # "the other frontend's" state_dir
+    assert steps.cluster_key(cfg, rack, db)[1] == pub
+    c.stop(rack)
+    assert db.query("SELECT COUNT(*) AS n FROM vcclusterkey")[0]["n"] == 0

@@ -158,7 +158,7 @@ class Healer:
         vols = [v for v in steps.volumes(ctl.db, plan.rack) if v["iqn"]]
         steps.put_seed(ctl, node, seed.render(designer.seed_input(
             ctl.cfg, plan, node, vols, keys.authorized_lines(ctl.db, owner),
-            steps.cluster_key(ctl.cfg, plan.rack), mtu)))
+            steps.cluster_key(ctl.cfg, plan.rack, ctl.db), mtu)))
 
     def fence(self, host_name) -> List[str]:
         """A host that answers again after it was marked unreachable: destroy and undefine

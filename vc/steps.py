@@ -257,7 +257,7 @@ class Seed(Step):
         ctl, cfg = r.ctl, r.cfg
         owner = reservations.get(ctl.db, r.rack)["owner"]
         owner_keys = keys.authorized_lines(ctl.db, owner)
-        pair = cluster_key(cfg, r.rack)
+        pair = cluster_key(cfg, r.rack, ctl.db)
         from vc import metad  # the lease token: made once per start, in every node's seed
 
         token = metad.ensure_token(cfg, ctl.db, r.rack, ctl.clock())
@@ -272,18 +272,38 @@ class Seed(Step):
         return "%d seed(s), %d key(s) of %s" % (len(r.plan.nodes), len(owner_keys), owner)
 
 
-def cluster_key(cfg, rack):
+def cluster_key(cfg, rack, db=None):
     """The cluster's own key pair ``(private OpenSSH text, public line)``, made at its first
-    start and kept until its stop (a resumed start reuses it)."""
+    start and kept until its stop. With ``db`` the pair is the database's (``vcclusterkey``,
+    the private half sealed with the frontends' key): a resumed start, on this frontend or on
+    another that took the rack's lease over, uses the same pair. A copy goes to
+    ``state_dir/keys/rack-N`` (0600 in 0700) for root on the frontend."""
     from vc import sshkeys
 
     d = designer.key_dir(cfg, rack)
     priv, pub = os.path.join(d, "id_ed25519"), os.path.join(d, "id_ed25519.pub")
-    if os.path.exists(priv) and os.path.exists(pub):
+    pair = None
+    if db is not None:
+        def read(cur):
+            cur.execute("SELECT public_key, private_sealed FROM vcclusterkey WHERE rack = %s",
+                        (rack,))
+            return cur.fetchone()
+
+        row = db.transaction(read)
+        if row is None:
+            text, line = sshkeys.cluster_keypair("vc-cluster-%d" % rack)
+            sealed = iscsi.seal(cfg.site.state_dir, text)
+            # INSERT IGNORE: of two frontends making it at once, the first one's pair counts
+            db.transaction(lambda cur: cur.execute(
+                "INSERT IGNORE INTO vcclusterkey (rack, public_key, private_sealed, created_at) "
+                "VALUES (%s, %s, %s, UTC_TIMESTAMP())", (rack, line, sealed)))
+            row = db.transaction(read)
+        pair = iscsi.unseal(cfg.site.state_dir, row["private_sealed"]), row["public_key"]
+    elif os.path.exists(priv) and os.path.exists(pub):
         with open(priv) as f, open(pub) as g:
             return f.read(), g.read().strip()
+    text, line = pair or sshkeys.cluster_keypair("vc-cluster-%d" % rack)
     os.makedirs(d, mode=0o700, exist_ok=True)
-    text, line = sshkeys.cluster_keypair("vc-cluster-%d" % rack)
     for path, data in ((pub, line + "\n"), (priv, text)):
         tmp = path + ".tmp"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -514,6 +534,8 @@ class RemoveDisks(Step):
                 for d in (cfg.virt.disk_dir, cfg.virt.console_dir):
                     gone += len(disks.remove_matching_on(r.ctl.host_exec(h.name), d, rx.match))
         shutil.rmtree(designer.key_dir(cfg, r.rack), ignore_errors=True)
+        r.ctl.db.transaction(lambda cur: cur.execute(
+            "DELETE FROM vcclusterkey WHERE rack = %s", (r.rack,)))
         return "%d file(s) on remote hosts" % gone if gone else ""
 
 

@@ -174,7 +174,7 @@ def test_ha_restarts_a_dead_node_same_address(world, db):
     assert n == 3
 
 
-def test_ha_moves_nodes_off_an_unreachable_host(migrated, db, tmp_path):
+def _two_host_world(migrated, db, tmp_path):
     o = db_overrides(migrated)
     o["host:h1"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
     o["host:h2"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
@@ -195,6 +195,11 @@ def test_ha_moves_nodes_off_an_unreachable_host(migrated, db, tmp_path):
 
     c = vctl.Ctl(cfg, db, open_host=opener, execute=Recorder(), clock=clock, actor="test")
     s = Scheduler(cfg, db, c, clock=clock, sleep=clock.sleep, lookahead=False)
+    return cfg, c, s, clock, down
+
+
+def test_ha_moves_nodes_off_an_unreachable_host(migrated, db, tmp_path):
+    cfg, c, s, clock, down = _two_host_world(migrated, db, tmp_path)
     book(cfg, db, NOW, NOW + 60 * M, computes="3")
     s.tick()
     hosts = {r["name"]: r["host"] for r in db.query("SELECT name, host FROM vcnode")}
@@ -270,29 +275,6 @@ def test_cron_install_uninstall(tmp_path, cron_env):
                        capture_output=True, text=True)
     assert r.returncode == 0 and not f.exists()
 
-
-def _two_host_world(migrated, db, tmp_path):
-    o = db_overrides(migrated)
-    o["host:h1"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
-    o["host:h2"] = {"uri": TESTNODE, "memory_mb": "4096", "vcpus": "8"}
-    o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
-    o["virt"] = {"name_prefix": "vt", "boot_timeout": "5"}
-    o["network"] = {"isolation": "none"}
-    cfg = make_cfg(o)
-    clock = Clock(NOW)
-    down = set()
-    from vc import virt
-
-    def opener(name, uri):
-        def open_(u):
-            if name in down:
-                raise virt.libvirt.libvirtError("unable to connect to %s" % name)
-            return virt.libvirt.open(u)
-        return virt.Host(uri, name=name, opener=open_)
-
-    c = vctl.Ctl(cfg, db, open_host=opener, execute=Recorder(), clock=clock, actor="test")
-    s = Scheduler(cfg, db, c, clock=clock, sleep=clock.sleep, lookahead=False)
-    return cfg, c, s, clock, down
 
 
 def test_returning_host_is_fenced_before_it_is_marked_reachable(migrated, db, tmp_path):

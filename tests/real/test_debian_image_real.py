@@ -6,7 +6,6 @@ volume, and a compute mounts it. Slow (the image boots to SSH in 1-3 min under T
 
 import json
 import os
-import subprocess
 import uuid
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from realenv import VAR, RealEnv, libvirtd  # noqa: F401  (fixture)
 from test_cluster_real import EMPTY
 from test_cluster_storage_real import ok, svc  # noqa: F401  (fixture)
-from test_usable_real import ssh, until
+from test_usable_real import ssh, until, with_target_and_owner_key
 
 IMAGE = os.path.join(VAR, "images", "debian-12")
 
@@ -32,14 +31,7 @@ def env(libvirtd, migrated, db, tmp_path, svc):  # noqa: F811
         "appliance:gateway": {"image": IMAGE + ".qcow2", "kernel": IMAGE + ".vmlinuz",
                               "initrd": IMAGE + ".initrd.img", "boot": "kernel",
                               "cmdline": "root=/dev/vda ro console=ttyS0"}})
-    ok(e.ctl("target", "key"))
-    svc.tool("authorize", os.path.join(e.state, "ssh", "id_ed25519.pub"))
-    ok(e.ctl("target", "add", "demo", "--address", "127.0.0.1", "--port", str(svc.ssh_port),
-             "--iscsi-port", str(svc.iscsi_port)))
-    ok(e.ctl("target", "trust", "demo", "--fingerprint", svc.fingerprint))
-    e.key = os.path.join(str(tmp_path), "id_owner")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bob@laptop", "-f",
-                    e.key], check=True)
+    with_target_and_owner_key(e, svc, tmp_path)
     yield e
     e.cleanup()
 

@@ -23,18 +23,22 @@ def env(libvirtd, migrated, db, tmp_path, svc):  # noqa: F811
         "storage": {"backing_dir": svc.backing, "tgt_control_port": str(svc.control),
                     "iqn_prefix": "iqn.2026-11.vc.u%s" % uuid.uuid4().hex[:6]},
         "virt": {"ready_timeout": "120"}})
-    r = ok(e.ctl("target", "key"))
+    with_target_and_owner_key(e, svc, tmp_path)
+    yield e
+    e.cleanup()
+
+
+def with_target_and_owner_key(e, svc, tmp_path):
+    """The target "demo" registered and trusted for ``e``, and the owner's own key pair (as
+    on their laptop) at ``e.key``."""
+    ok(e.ctl("target", "key"))
     svc.tool("authorize", os.path.join(e.state, "ssh", "id_ed25519.pub"))
     ok(e.ctl("target", "add", "demo", "--address", "127.0.0.1", "--port", str(svc.ssh_port),
              "--iscsi-port", str(svc.iscsi_port)))
     ok(e.ctl("target", "trust", "demo", "--fingerprint", svc.fingerprint))
-    # the owner's own key pair, as on their laptop
     e.key = os.path.join(str(tmp_path), "id_owner")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bob@laptop", "-f",
                     e.key], check=True)
-    assert r.returncode == 0
-    yield e
-    e.cleanup()
 
 
 def ssh(key, ip, *cmd, timeout=60):

@@ -12,16 +12,19 @@ NET=${VC_PUBLIC_NET:-vc-public}
 BRIDGE=${VC_PUBLIC_BRIDGE:-vcpub0}
 ADDR=${VC_PUBLIC_ADDR:-198.51.100.1}
 VIRSH=(virsh -q -c qemu:///system)
-XML="<network><name>$NET</name><title>vc demo public network</title>
+XML="<network><name>$NET</name>
 <bridge name='$BRIDGE' stp='off'/><ip address='$ADDR' prefix='24'/></network>"
+# libvirt keeps no title on a network: a marker file says this script defined it
+MARK=${VC_VAR:-$ROOT/var}/run/public-net.$NET
 
-ours() { local x; x=$("${VIRSH[@]}" net-dumpxml "$NET" 2>/dev/null) && grep -q '<title>vc demo public network' <<<"$x"; }
+ours() { [ -f "$MARK" ]; }
 
 case "${1:-}" in
   start)
     if ! "${VIRSH[@]}" net-info "$NET" >/dev/null 2>&1; then
       f=$(mktemp); echo "$XML" >"$f"
       "${VIRSH[@]}" net-define "$f" >/dev/null; rm -f "$f"
+      mkdir -p "$(dirname "$MARK")"; : >"$MARK"
       log "defined libvirt network $NET ($BRIDGE, $ADDR/24, isolated)"
     fi
     # (read the whole answer first: grep -q under pipefail would fail the pipe with SIGPIPE)
@@ -32,7 +35,8 @@ case "${1:-}" in
     # only the network this script made (a real site's network of that name is left alone)
     if ours; then
       "${VIRSH[@]}" net-destroy "$NET" >/dev/null 2>&1 || true
-      "${VIRSH[@]}" net-undefine "$NET" >/dev/null
+      "${VIRSH[@]}" net-undefine "$NET" >/dev/null 2>&1 || true
+      rm -f "$MARK"
       log "removed libvirt network $NET"
     fi
     ;;

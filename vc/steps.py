@@ -298,7 +298,18 @@ def cluster_key(cfg, rack, db=None):
                 "INSERT IGNORE INTO vcclusterkey (rack, public_key, private_sealed, created_at) "
                 "VALUES (%s, %s, %s, UTC_TIMESTAMP())", (rack, line, sealed)))
             row = db.transaction(read)
-        pair = iscsi.unseal(cfg.site.state_dir, row["private_sealed"]), row["public_key"]
+        try:
+            pair = iscsi.unseal(cfg.site.state_dir, row["private_sealed"]), row["public_key"]
+        except ValueError as e:
+            # sealed by a frontend whose key this one lacks (state_dir/chap/key is to be shared
+            # by the frontends): a new pair, and every seed is rewritten with it before a boot
+            LOG.warning("rack %d: the cluster's key pair in the database: %s; making a new one",
+                        rack, e)
+            text, line = sshkeys.cluster_keypair("vc-cluster-%d" % rack)
+            db.transaction(lambda cur: cur.execute(
+                "UPDATE vcclusterkey SET public_key = %s, private_sealed = %s WHERE rack = %s",
+                (line, iscsi.seal(cfg.site.state_dir, text), rack)))
+            pair = text, line
     elif os.path.exists(priv) and os.path.exists(pub):
         with open(priv) as f, open(pub) as g:
             return f.read(), g.read().strip()

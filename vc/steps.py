@@ -344,8 +344,11 @@ class BootComputes(Step):
 
     def run(self, r):
         cps = [n for n in r.plan.nodes if n.appliance != designer.GATEWAY]
-        parallel(lambda n: boot(r.ctl, r.plan, n, True, r.vols()), r.plan.nodes,
+        parallel(lambda n: boot(r.ctl, r.plan, n, True, r.vols()), cps,
                  r.cfg.virt.boot_parallel)
+        for n in r.plan.nodes:
+            if n.appliance == designer.GATEWAY:  # launched by boot_gateways: wait (and retry)
+                boot(r.ctl, r.plan, n, vols=r.vols())
         return "%d computes" % len(cps)
 
 

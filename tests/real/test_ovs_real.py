@@ -48,6 +48,7 @@ from vc import addresses
 from vc import steps as vsteps
 from vc.db import Database
 from vc.isolation import OVS_KEY, ClusterSegment, OvsBackend, guard_table
+from test_usable_real import ssh  # noqa: E402  (the owner's ssh helper)
 
 OVS_SH = os.path.join(ROOT, "tools", "ovs.sh")
 VLAN = os.path.join(ROOT, "sbin", "vc_vlan.py")
@@ -92,17 +93,10 @@ def ovs_ports(bridge, host_vsctl=vsctl):
     return out
 
 
+
 def ok(r):
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     return r
-
-
-def ssh(key, ip, *cmd, timeout=60):
-    return subprocess.run(
-        ["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
-         "ConnectTimeout=10", "root@" + ip] + list(cmd),
-        capture_output=True, text=True, timeout=timeout)
 
 
 def banner(ip, port=22, timeout=3.0):

@@ -20,10 +20,14 @@ SOCK=$DB/mysqld.sock
 # Packages VC needs on the frontend. mariadb-server-core (not mariadb-server): the full package
 # would initialise and, without policy-rc.d, start the *system* mariadbd on :3306.
 # galera-4: the Galera provider of tools/galera.sh (two frontends; its SST script is its own)
+# openvswitch-switch, ethtool, nftables (tools/ovs.sh) and mmdebstrap (tools/make-image.sh) are
+# installed here, up front: once the tests' networks exist, a package mirror whose address falls
+# in one of them is out of reach (seen here: the mirror was 203.0.113.80)
 APT_PKGS="mariadb-server-core galera-4 mariadb-client python3-venv python3-dev gcc pkg-config libvirt-dev
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           dnsmasq-base iptables busybox-static tzdata
-          apache2 libapache2-mod-wsgi-py3 libapache2-mod-authnz-external pwauth chromium"
+          apache2 libapache2-mod-wsgi-py3 libapache2-mod-authnz-external pwauth chromium
+          openvswitch-switch ethtool nftables mmdebstrap"
 
 install_packages() { apt_ensure $APT_PKGS; }
 

@@ -5,8 +5,10 @@ either is missing these fixtures FAIL: the real tier never passes by skipping.
 Every domain, network and bridge a test makes carries a per-run prefix and is removed by it.
 """
 
+import ipaddress
 import os
 import re
+import socket
 import subprocess
 import time
 import uuid
@@ -20,8 +22,49 @@ CTL = os.path.join(ROOT, "sbin", "vc_ctl.py")
 CRON = os.path.join(ROOT, "sbin", "vc_cron.py")
 
 
+def _in_use():
+    """Addresses this machine already reaches somewhere: its routes (other than the default) and
+    what the package mirrors, PyPI and the name servers resolve to. A test network over any of
+    them would cut the machine off from it (seen here: deb.debian.org and pypi.org were
+    203.0.113.80, the documentation range the real tier first used)."""
+    nets, addrs = [], []
+    r = subprocess.run(["ip", "-4", "-o", "route", "show"], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        dst = line.split()[0]
+        if dst != "default" and not line.startswith(("unreachable", "blackhole")):
+            nets.append(ipaddress.ip_network(dst, strict=False))
+    for name in ("deb.debian.org", "pypi.org", "files.pythonhosted.org"):
+        try:
+            addrs += [i[4][0] for i in socket.getaddrinfo(name, 80, socket.AF_INET)]
+        except OSError:
+            pass
+    try:
+        with open("/etc/resolv.conf") as f:
+            addrs += [ln.split()[1] for ln in f if ln.startswith("nameserver")]
+    except OSError:
+        pass
+    return nets, [ipaddress.ip_address(a) for a in addrs if ":" not in a]
+
+
+def pick_public_subnet(candidates=("198.18.213.0/24", "100.127.213.0/24", "10.213.250.0/24")):
+    """The first candidate /24 that overlaps nothing this machine uses (:func:`_in_use`); a
+    network of ours already holding it (a previous run's) counts as free."""
+    nets, addrs = _in_use()
+    ours = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "vctpub0"],
+                          capture_output=True, text=True).stdout
+    for c in candidates:
+        n = ipaddress.ip_network(c)
+        if " %s/" % n[1] in ours:
+            return n
+        if not any(n.overlaps(x) for x in nets) and not any(a in n for a in addrs):
+            return n
+    raise RuntimeError("no free /24 for the real tier's public network among %s" % (candidates,))
+
+
 # the real tier's public network (the gateways' second NIC): isolated, the host holds .1
-PUBLIC_NET, PUBLIC_BRIDGE, PUBLIC_HOST = "vctpub", "vctpub0", "203.0.113.1"
+PUBLIC_SUBNET = pick_public_subnet()
+PUBLIC_PREFIX = str(PUBLIC_SUBNET[0]).rsplit(".", 1)[0] + "."   # e.g. "198.18.213."
+PUBLIC_NET, PUBLIC_BRIDGE, PUBLIC_HOST = "vctpub", "vctpub0", str(PUBLIC_SUBNET[1])
 PUBLIC_XML = """<network><name>%s</name><bridge name='%s' stp='off'/>
 <ip address='%s' prefix='24'/></network>""" % (PUBLIC_NET, PUBLIC_BRIDGE, PUBLIC_HOST)
 
@@ -41,6 +84,9 @@ def libvirtd():
         if not os.path.exists(os.path.join(GUEST, f)):
             pytest.fail("test guest missing: %s (make test builds it with tools/make-guest.sh)"
                         % os.path.join(GUEST, f))
+    if "'%s'" % PUBLIC_HOST not in virsh("net-dumpxml", PUBLIC_NET).stdout:
+        virsh("net-destroy", PUBLIC_NET)      # a previous run's, on another subnet
+        virsh("net-undefine", PUBLIC_NET)
     if virsh("net-info", PUBLIC_NET).returncode:
         path = os.path.join(VAR, "vctpub.xml")
         with open(path, "w") as f:
@@ -65,7 +111,7 @@ class RealEnv:
         data.update(db_overrides(migrated))
         data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "4096", "vcpus": "16"}
         data["addresses"]["private_pool"] = pool
-        data["addresses"]["public_pool"] = "203.0.113.10-203.0.113.250"
+        data["addresses"]["public_pool"] = "%s10-%s250" % (PUBLIC_PREFIX, PUBLIC_PREFIX)
         data.setdefault("network", {})["public_network"] = PUBLIC_NET
         data["limits"]["max_vcpus"] = "4"
         self.log = os.path.join(tmp, "vc.log")

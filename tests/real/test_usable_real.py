@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from realenv import RealEnv, libvirtd, virsh  # noqa: F401  (fixture)
+from realenv import PUBLIC_PREFIX, RealEnv, libvirtd, virsh  # noqa: F401  (fixture)
 from test_cluster_real import EMPTY
 from test_cluster_storage_real import ok, svc  # noqa: F401  (fixture)
 
@@ -71,7 +71,7 @@ def test_owner_logs_in_and_uses_the_cluster(env, db):
     assert all(n["readiness"] == "up" for n in shown["nodes"]), shown["nodes"]
     gw = next(n for n in shown["nodes"] if n["appliance"] == "gateway")
     c0 = "compute-%d-0" % rack
-    assert gw["public_ip"].startswith("203.0.113.")
+    assert gw["public_ip"].startswith(PUBLIC_PREFIX)
     assert any("root@%s" % gw["public_ip"] in line for line in shown["login"]), shown["login"]
 
     # the owner's key, the gateway's public address
@@ -90,7 +90,7 @@ def test_owner_logs_in_and_uses_the_cluster(env, db):
 
     # the private segment is not the public one: the compute has no public address
     r = ssh(env.key, gw["public_ip"], "ssh", c0, "ip -o -4 addr")
-    assert "203.0.113." not in r.stdout
+    assert PUBLIC_PREFIX not in r.stdout
 
     # stop → reopen → start: the LUN kept the file
     ok(env.ctl("stop", str(rack)))

@@ -53,7 +53,7 @@ def setup(dbname, state, real, parallel):
     env = db_env()
     over = {"database": {"unix_socket": env["VC_DB_SOCKET"], "user": env["VC_DB_USER"],
                          "password": env["VC_DB_PASSWORD"], "name": dbname},
-            "host:h1": {"uri": "qemu:///system" if real else TESTNODE, "memory_mb": "8192",
+            "host:h1": {"uri": "qemu:///system" if real else TESTNODE, "memory_mb": "4096",
                         "vcpus": "32"},
             "addresses": {"private_pool": "10.214.0.0/16"},
             "limits": {"max_nodes": "16", "max_gateways": "1"},

@@ -72,7 +72,7 @@ def main():
         data = {s: dict(v) for s, v in BASE_CONF.items()}
         data["database"] = {"unix_socket": sock, "user": env["VC_DB_USER"],
                             "password": env["VC_DB_PASSWORD"], "name": name}
-        data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "8192", "vcpus": "16"}
+        data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "4096", "vcpus": "16"}
         data["addresses"]["private_pool"] = "10.215.0.0/16"
         # the gateways' public NIC: the demo's public network (make bench starts it)
         data["network"] = {"public_network": "vc-public"}

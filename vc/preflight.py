@@ -15,7 +15,8 @@ effect; :func:`record` stores a result (table ``vcpreflight``, ``sql/010_preflig
 :func:`due` / :func:`tick` are the cron tick's part: once per reservation, ``[cron]
 preflight_minutes`` before its start, with the problems mailed to the owner and the admins.
 
-Executors and the clock are injected (``host_exec(name)``, ``target_exec(remote.Target)``), so
+Light to import (the tick imports it): :mod:`vc.remote` and the backends are imported by the
+checks themselves. Executors and the clock are injected (``host_exec(name)``, ``target_exec(remote.Target)``), so
 the checks are tested with recording executors; the defaults are the real ones with short
 timeouts (a booking waits for them).
 """
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Callable, List, Optional
 
-from vc import remote, timeutil
+from vc import timeutil
 from vc.db import aware_utc, naive_utc
 
 LOG = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def check_hosts(cfg, db, rack, host_exec: Callable) -> List[Problem]:
 
 def check_targets(cfg, db, rack, target_exec: Callable) -> List[Problem]:
     """Each target of the reservation's volumes answers with its pinned key and has room."""
-    from vc import iscsi
+    from vc import iscsi, remote
 
     problems = []
     by_target = {}
@@ -139,7 +140,7 @@ def _one_line(e) -> str:
 def run(cfg, db, rack, now, host_exec: Optional[Callable] = None,
         target_exec: Optional[Callable] = None) -> List[Problem]:
     """Every check for reservation ``rack``; nothing is changed. :raises NotFound:"""
-    from vc import reservations
+    from vc import remote, reservations
 
     reservations.get(db, rack)  # NotFound for a wrong rack
     if host_exec is None:

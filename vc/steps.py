@@ -105,10 +105,11 @@ class Allocate(Step):
                 raise VcError("reservation %d ended at %s: nothing to start" % (
                     r.rack, timeutil.show(end, ctl.cfg.tzinfo())))
             res = reservations._resources(cur, r.rack)
-            if start > now:
-                # forced early: the time before the reserved start needs capacity too
+            if start > now and st == states.RESERVED:
+                # forced early: the time before the reserved start needs capacity too (a
+                # starting/failed one before its start was pre-booted: admitted then)
                 reservations.admit(ctl.cfg, cur, now, start, res, now, exclude_rack=r.rack)
-                if r.preboot and st == states.RESERVED:
+                if r.preboot:
                     # pre-boot ([cron] preboot_minutes): ready at the start; the owner's
                     # window is unchanged
                     states.event(cur, r.rack, now, ctl.actor, "pre-boot: starting %d s before "

@@ -33,7 +33,7 @@ from typing import Callable, List, Optional
 
 from vc import dblease, states, timeutil
 from vc.db import aware_utc, naive_utc
-from vc.errors import VcError
+from vc.errors import CapacityError, VcError
 
 LOG = logging.getLogger(__name__)
 
@@ -139,22 +139,21 @@ def preboot_short(cfg, db, rack, now) -> Optional[str]:
     """None when reservation ``rack`` may start now, before its start: the early window
     ``[now, start)`` fits beside every reservation holding capacity then (a still-running one
     keeps its capacity to its end) -- admission's own check; else why not."""
-    from vc import admission, reservations
+    from vc import reservations
+    from vc.errors import CapacityError
 
     def txn(cur):
         cur.execute("SELECT start_at FROM vcregist WHERE rack = %s", (rack,))
         start = aware_utc(cur.fetchone()["start_at"])
         if start <= now:
             return None
-        new = reservations._booking(rack, now, start, reservations._resources(cur, rack))
-        hosts = [(h.name, h.memory_mb, h.vcpus) for h in reservations.enabled_hosts(cfg, cur)]
-        if not hosts:
-            return "no physical host is enabled"
-        short = admission.check(new, reservations.overlapping(cur, now, start, rack), hosts,
-                                cfg.subnet_count, cfg.isolation_count,
-                                len(cfg.addresses.public_pool))
-        return None if short is None else "not enough %s until %s (racks %s)" % (
-            short.what, timeutil.iso(short.end), ", ".join(map(str, short.racks)) or "-")
+        try:
+            # a first look without the admission lock (the start itself admits under it)
+            reservations.admit(cfg, cur, now, start, reservations._resources(cur, rack), now,
+                               exclude_rack=rack)
+        except CapacityError as e:
+            return str(e)
+        return None
 
     return db.transaction(txn)
 
@@ -241,8 +240,6 @@ class Scheduler:
                 if why_not:
                     LOG.info("rack %d: no pre-boot (%s): it starts at its start", a.rack, why_not)
                     continue
-                if not self.dry_run:
-                    self._record(a.rack, "tick: " + a.why)
             if a.verb == "retry-start":
                 why_not = _retry_due(self.db, a.rack, now, self.max_start_retries)
                 if why_not:
@@ -259,13 +256,22 @@ class Scheduler:
             a.result = "dry run"
             return a
         try:
-            if a.verb in ("start", "preboot", "resume-start", "retry-start"):
+            if a.verb == "preboot":
+                # admitted again under the admission lock; the reserved start is kept
+                a.result = self.ctl.start(a.rack, preboot=True)["state"]
+            elif a.verb in ("start", "resume-start", "retry-start"):
                 a.result = self.ctl.start(a.rack)["state"]
             elif a.verb == "delete":
                 # confirmed when the delete was requested (pending = 'delete')
                 a.result = self.ctl.delete(a.rack, confirm_volumes=True)["state"]
             else:
                 a.result = self.ctl.stop(a.rack, "tick: " + a.why)["state"]
+        except CapacityError as e:
+            if a.verb != "preboot":
+                raise
+            # taken meanwhile: no pre-boot, nothing changed; it starts at its start
+            LOG.info("rack %d: no pre-boot (%s)", a.rack, e)
+            a.result = "no pre-boot: %s" % e
         except Exception as e:  # one cluster's failure never blocks the others
             a.ok, a.result = False, str(e)
             if not isinstance(e, VcError):
@@ -281,15 +287,14 @@ class Scheduler:
             return []
         from vc import preflight
 
-        out = []
+        # not in the tick's report: a pre-flight changes no cluster (its result is stored)
         try:
             for rack, problems in preflight.tick(self.cfg, self.db, now, self.preflight_minutes,
                                                  **self.preflight_kw):
-                out.append(Action(rack, "preflight", "%d problem(s)" % len(problems),
-                                  "; ".join(map(str, problems)) or "ok", ok=True))
+                LOG.info("rack %d: pre-flight: %s", rack, "; ".join(map(str, problems)) or "ok")
         except Exception as e:
             LOG.error("pre-flight failed: %s", e)
-        return out
+        return []
 
     def _record(self, rack, reason):
         try:

@@ -293,3 +293,31 @@ def test_vc_ctl_preflight_bad_input(ccfg, db, capsys, argv, code, needle):
     assert rc == code and out == ""
     assert len(err) == 1 and needle in err[0], err
     assert count_rows(db) == before
+
+
+# ------------------------------------------------------------------------ the pages
+def test_the_register_page_runs_it_and_the_reservation_page_shows_the_last(migrated, db,
+                                                                            tmp_path):
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "web"))
+    from webutil import Client, make_app, web_config
+    from test_app import register_form
+
+    cfg = web_config(migrated, tmp_path)
+    client = Client(make_app(cfg))
+    r = client.post("/register", register_form(), query="format=json")
+    assert r.status == 201 and r.json()["preflight"] == []
+    rack = r.json()["rack"]
+    got = preflight.last(db, rack)
+    assert got["trigger"] == preflight.BOOKING_POOLS and got["problems"] == []
+    page = client.get("/reservations/%d" % rack)
+    assert 'id="preflight"' in page.text and "(booking (pools)): ok" in page.text
+    preflight.record(db, rack, NOW, preflight.TICK,
+                     [preflight.Problem("target", "t1", "cannot reach <t1> over SSH")])
+    page = client.get("/reservations/%d" % rack)
+    assert "1 problem(s)" in page.text
+    assert "target t1: cannot reach &lt;t1&gt; over SSH" in page.text   # escaped
+    shown = client.get("/reservations/%d" % rack, query="format=json").json()
+    assert shown["reservation"]["preflight"]["problems"][0]["where"] == "t1"

@@ -37,6 +37,7 @@ CONNECT_TIMEOUT = 5
 COMMAND_TIMEOUT = 10
 
 BOOKING, TICK, MANUAL = "booking", "tick", "manual"
+BOOKING_POOLS = "booking (pools)"   # the web pages' booking: capacity and pools only
 
 
 @dataclass
@@ -138,11 +139,16 @@ def _one_line(e) -> str:
 
 
 def run(cfg, db, rack, now, host_exec: Optional[Callable] = None,
-        target_exec: Optional[Callable] = None) -> List[Problem]:
-    """Every check for reservation ``rack``; nothing is changed. :raises NotFound:"""
+        target_exec: Optional[Callable] = None, reach: bool = True) -> List[Problem]:
+    """Every check for reservation ``rack``; nothing is changed. :raises NotFound:
+
+    ``reach=False``: only what the database says (capacity, pools) -- the web pages' booking:
+    the web process holds no SSH key (its only SSH is the host-key scan, vc/web/testconn.py)."""
     from vc import remote, reservations
 
     reservations.get(db, rack)  # NotFound for a wrong rack
+    if not reach:
+        return check_capacity(cfg, db, rack, now)
     if host_exec is None:
         uris = {h.name: h.uri for h in cfg.hosts}
 

@@ -155,3 +155,15 @@ def test_preflight_due_is_one_query_and_empty_when_disabled(world, db):
     book(cfg, db, NOW + 10 * M, NOW + 12 * M)
     assert preflight.due(db, NOW, 0) == []
     assert len(preflight.due(db, NOW, 15)) == 1
+
+
+def test_a_preboot_cluster_holds_its_capacity_for_new_bookings(world, db):
+    from vc.errors import CapacityError
+
+    cfg, c, s, clock = world
+    a = book(cfg, db, NOW + 5 * M, NOW + 20 * M, mem="1536")   # 3 of the 4 GB
+    assert acts(s.tick()) == [(a, "preboot")]
+    # running before its start: a booking for the early window does not get its memory
+    with pytest.raises(CapacityError):
+        book(cfg, db, NOW + M, NOW + 4 * M, mem="1536", now=NOW + 30 * timedelta(seconds=1))
+    assert book(cfg, db, NOW + M, NOW + 4 * M, mem="64", computes="0", now=NOW)

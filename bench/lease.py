@@ -6,7 +6,8 @@
    its start time (no pre-boot) or ``--lead`` seconds before it (pre-boot, admitted as the tick
    does it: ``ctl.start(rack, preboot=True)``); then every node is probed (SSH banner,
    :func:`vc.ready.observe`, every 0.1 s) until it is up. Lateness = when the last node's
-   banner was first seen minus the start time (negative: ready before the start). p50 / max over ``--runs`` starts each way.
+   banner was first seen minus the start time (negative: ready before the start).
+   p50 / max over ``--runs`` starts each way.
    ``[cron] preboot_minutes`` is minutes; the bench uses a lead of seconds (the same code path,
    ``Scheduler.preboot``) so that its runtime stays reasonable.
 2. The lease service (:mod:`vc.metad`) on loopback, in front of the last cluster of part 1 (kept

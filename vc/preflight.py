@@ -16,7 +16,8 @@ effect; :func:`record` stores a result (table ``vcpreflight``, ``sql/010_preflig
 preflight_minutes`` before its start, with the problems mailed to the owner and the admins.
 
 Light to import (the tick imports it): :mod:`vc.remote` and the backends are imported by the
-checks themselves. Executors and the clock are injected (``host_exec(name)``, ``target_exec(remote.Target)``), so
+checks themselves. Executors and the clock are injected
+(``host_exec(name)``, ``target_exec(remote.Target)``), so
 the checks are tested with recording executors; the defaults are the real ones with short
 timeouts (a booking waits for them).
 """

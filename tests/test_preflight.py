@@ -321,3 +321,25 @@ def test_the_register_page_runs_it_and_the_reservation_page_shows_the_last(migra
     assert "target t1: cannot reach &lt;t1&gt; over SSH" in page.text   # escaped
     shown = client.get("/reservations/%d" % rack, query="format=json").json()
     assert shown["reservation"]["preflight"]["problems"][0]["where"] == "t1"
+
+
+def test_the_page_shows_it_to_owner_and_admins_only(migrated, db, tmp_path):
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "web"))
+    from webutil import Client, make_app, web_config
+
+    cfg = web_config(migrated, tmp_path)
+    rack = book(cfg, db, NOW + timedelta(hours=1))
+    path = os.path.join(cfg.site.state_dir, "images", "base.qcow2")
+    preflight.record(db, rack, NOW, preflight.TICK,
+                     [preflight.Problem("image", "h1", "%s is missing" % path)])
+    app = make_app(cfg, auth="htpasswd")
+    admin = Client(app, user="alice").get("/reservations/%d" % rack).text
+    assert "image h1: %s is missing" % path in admin
+    owner = Client(app, user="bob").get("/reservations/%d" % rack).text
+    assert "1 problem(s)" in owner and "base.qcow2 is missing" in owner
+    assert path not in owner and "image h1:" not in owner       # the frontend's internals
+    other = Client(app, user="carol").get("/reservations/%d" % rack).text
+    assert 'id="preflight"' not in other and "problem(s)" not in other

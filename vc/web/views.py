@@ -445,7 +445,12 @@ def _detail(req, rack: int) -> dict:
     if r["visibility"] != "other":  # the owner's and admins': names hosts and targets
         from vc import preflight
 
-        r["preflight"] = preflight.last(req.db, rack)
+        pf = preflight.last(req.db, rack)
+        if pf and r["visibility"] == "owner":  # the frontend's paths, as in errors and events
+            redact = visibility.redactor(req)
+            pf["problems"] = [dict(p, where=redact(p["where"]), detail=redact(p["detail"]))
+                              for p in pf["problems"]]
+        r["preflight"] = pf
     return r
 
 

@@ -23,8 +23,8 @@ SHOWS = ("all", "current", "mine")
 
 # every table "Show all tables" may list; names are never taken from the request
 DEBUG_TABLES = ("vcregist", "vcresource", "vciscsi", "vciscsitarget", "vcnode", "vcevent",
-                "vchost", "vcalloc", "vccounter", "vcsshkey", "vcpreflight", "schema_version", "memberships",
-                "nodes", "networks")
+                "vchost", "vcalloc", "vccounter", "vcsshkey", "vcpreflight", "schema_version",
+                "memberships", "nodes", "networks")
 
 MESSAGES = {
     "created": "Reserved: rack {rack}.",

@@ -154,7 +154,7 @@ def run(cfg, db, rack, now, host_exec: Optional[Callable] = None,
         uris = {h.name: h.uri for h in cfg.hosts}
 
         def host_exec(name):
-            ex = remote.executor_for_uri(uris[name], name=name)
+            ex = remote.executor_for_uri(uris[name], name=name, connect_timeout=CONNECT_TIMEOUT)
             ex.command_timeout = COMMAND_TIMEOUT
             return ex
     problems = check_hosts(cfg, db, rack, host_exec)

@@ -38,7 +38,7 @@ def assert_golden(name, text):
         expected = f.read()
     assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
 
-TABLES = ("networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
+TABLES = ("vcpreflight", "networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
           "vciscsitarget", "vchost", "vcsshkey")
 
 

@@ -37,6 +37,8 @@ def world(migrated, db, tmp_path):
     o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC"}
     o["virt"] = {"name_prefix": "vt", "boot_timeout": "5", "shutdown_timeout": "1"}
     o["network"] = {"isolation": "none"}
+    # these tests are about starting at the start time (pre-boot: tests/test_preboot.py)
+    o["cron"] = {"preboot_minutes": "0"}
     cfg = make_cfg(o)
     clock = Clock(NOW)
     c = vctl.Ctl(cfg, db, execute=Recorder(), clock=clock, actor="test")

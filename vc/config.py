@@ -557,6 +557,11 @@ class Cron(_Record):
     max_start_retries: int = key(_int(0, 20), 5, "a failed start is retried at most this often")
     ha_max_restarts: int = key(_int(0, 1000), 3,
                                "restarts of a stopped node of a running cluster per hour")
+    preboot_minutes: int = key(_int(0, 120), 5, "start a cluster this early (when no running "
+                               "reservation needs the capacity) so it is ready at its start; "
+                               "0 = start at the start time")
+    preflight_minutes: int = key(_int(0, 10080), 15, "check hosts, images, iSCSI targets and "
+                                 "pools this long before a start (and mail problems); 0 = never")
 
 
 

@@ -132,10 +132,13 @@ class Ctl(Services):
         return ClusterError(msg)
 
     # ---------------------------------------------------------------- verbs
-    def start(self, rack: int) -> dict:
-        """Start a cluster (or finish a start that was interrupted). Returns a summary."""
+    def start(self, rack: int, preboot: bool = False) -> dict:
+        """Start a cluster (or finish a start that was interrupted). Returns a summary.
+
+        ``preboot``: before its start, only when admission lets the early window
+        (:class:`vc.errors.CapacityError` otherwise, nothing changed), the start time kept."""
         with self.locked(rack):
-            r = steps.Run(self, rack)
+            r = steps.Run(self, rack, preboot=preboot)
             self._run("start", r, steps.START)
             if r.result is not None:
                 return r.result

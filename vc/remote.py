@@ -459,7 +459,8 @@ def run_local(argv: Sequence[str], timeout: Optional[float] = LOCAL_TIMEOUT) -> 
     return LocalExecutor(command_timeout=timeout).run(argv)
 
 
-def executor_for_uri(uri: str, name: Optional[str] = None) -> Executor:
+def executor_for_uri(uri: str, name: Optional[str] = None, connect_timeout: float = 10
+                     ) -> Executor:
     """How to run a command on the physical host behind a libvirt URI: a
     :class:`LocalExecutor` for a local URI (``qemu:///system``, ``test:///...``), an
     :class:`OpenSSHExecutor` for ``qemu+ssh://[user@]host[:port]/...``.
@@ -474,7 +475,8 @@ def executor_for_uri(uri: str, name: Optional[str] = None) -> Executor:
     if transport == "ssh" and u.hostname:
         dest = ("%s@%s" % (u.username, u.hostname)) if u.username else u.hostname
         key = next((v for k, v in parse_qsl(u.query) if k == "keyfile"), None)
-        return OpenSSHExecutor(dest, u.port, name=name or u.hostname, keyfile=key)
+        return OpenSSHExecutor(dest, u.port, name=name or u.hostname, keyfile=key,
+                               connect_timeout=connect_timeout)
     raise HypervisorError(host=uri, op="run host commands",
                           detail="only local and qemu+ssh:// hosts are supported")
 

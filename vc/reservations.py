@@ -257,6 +257,10 @@ def _booking(rack, start, end, resources: Dict[str, Resource]) -> admission.Book
                              gw.count if gw else 0)
 
 
+# the longest [cron] preboot_minutes: a cluster started that early holds capacity before its start
+PREBOOT_MAX = timedelta(minutes=120)
+
+
 def overlapping(cur, start, end, exclude_rack=None) -> List[admission.Booking]:
     """Reservations holding capacity in ``[start, end)``.
 
@@ -265,17 +269,23 @@ def overlapping(cur, start, end, exclude_rack=None) -> List[admission.Booking]:
     cur.execute("SELECT value FROM vccounter WHERE name = 'longest_seconds'")
     longest = int(cur.fetchone()["value"])
     cur.execute(
-        "SELECT r.rack, r.start_at, r.end_at, s.appliance, s.count, s.memory_mb, s.disk_gb, "
-        "s.vcpus FROM vcregist r JOIN vcresource s ON s.rack = r.rack "
+        "SELECT r.rack, r.state, r.start_at, r.end_at, s.appliance, s.count, s.memory_mb, "
+        "s.disk_gb, s.vcpus FROM vcregist r JOIN vcresource s ON s.rack = r.rack "
         "WHERE r.start_at >= %s AND r.start_at < %s AND r.end_at > %s "
         "AND r.state IN (" + ",".join(["%s"] * len(HOLDING)) + ")",
-        (naive_utc(start - timedelta(seconds=longest)), naive_utc(end), naive_utc(start))
-        + tuple(HOLDING))
+        (naive_utc(start - timedelta(seconds=longest)), naive_utc(end + PREBOOT_MAX),
+         naive_utc(start)) + tuple(HOLDING))
     by_rack: Dict[int, dict] = {}
     for row in cur.fetchall():
         if row["rack"] == exclude_rack:
             continue
-        b = by_rack.setdefault(row["rack"], {"start": aware_utc(row["start_at"]),
+        b_start = aware_utc(row["start_at"])
+        if row["state"] in (states.STARTING, states.RUNNING) and b_start > start:
+            # pre-booted ([cron] preboot_minutes): it holds its capacity already
+            b_start = start
+        elif b_start >= end:
+            continue
+        b = by_rack.setdefault(row["rack"], {"start": b_start,
                                              "end": aware_utc(row["end_at"]), "res": {}})
         b["res"][row["appliance"]] = Resource(row["count"], row["memory_mb"], row["disk_gb"],
                                               row["vcpus"])

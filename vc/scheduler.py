@@ -33,7 +33,7 @@ from typing import Callable, List, Optional
 
 from vc import dblease, states, timeutil
 from vc.db import aware_utc, naive_utc
-from vc.errors import VcError
+from vc.errors import CapacityError, VcError
 
 LOG = logging.getLogger(__name__)
 
@@ -53,8 +53,10 @@ class TickReport:
     actions: List[Action] = field(default_factory=list)
 
 
-def _due(db, now) -> List[Action]:
-    """What must happen at ``now``, in the order it must happen."""
+def _due(db, now, preboot: timedelta = timedelta(0)) -> List[Action]:
+    """What must happen at ``now``, in the order it must happen. A reserved cluster whose start
+    is at most ``preboot`` away is a ``preboot`` candidate (started early if admission agrees,
+    see :func:`preboot_short`)."""
     n = naive_utc(now)
     rows = db.query(
         "SELECT rack, state, start_at, end_at, pending, error, updated_at FROM vcregist WHERE "
@@ -62,7 +64,7 @@ def _due(db, now) -> List[Action]:
         "OR (state IN ('running', 'failed') AND (end_at <= %s OR pending = 'delete')) "
         "OR (state = 'reserved' AND (start_at <= %s OR end_at <= %s OR pending = 'delete')) "
         "OR state = 'failed' OR (state = 'stopped' AND pending = 'delete') "
-        "ORDER BY start_at, rack", (n, n, n))
+        "ORDER BY start_at, rack", (n, naive_utc(now + preboot), n))
     resume, stops, starts = [], [], []
     for r in rows:
         ended = aware_utc(r["end_at"]) <= now
@@ -81,6 +83,9 @@ def _due(db, now) -> List[Action]:
         elif st in (states.RUNNING, states.FAILED) and (ended or r["pending"] == "delete"):
             stops.append(Action(r["rack"], "stop", "delete requested" if r["pending"] ==
                                 "delete" else "end reached"))
+        elif st == states.RESERVED and aware_utc(r["start_at"]) > now:
+            starts.append(Action(r["rack"], "preboot", "pre-boot: ready at the start %s"
+                                 % timeutil.iso(aware_utc(r["start_at"]))))
         elif st == states.RESERVED:
             starts.append(Action(r["rack"], "start", "start reached"))
         elif st == states.FAILED:
@@ -112,16 +117,45 @@ def _retry_due(db, rack, now, max_retries) -> Optional[str]:
     return None
 
 
-def next_event(db, after: datetime, before: datetime) -> Optional[datetime]:
-    """The earliest start or end in ``(after, before)`` that a tick would act on."""
+def next_event(db, after: datetime, before: datetime,
+               preboot: timedelta = timedelta(0)) -> Optional[datetime]:
+    """The earliest start, pre-boot time (start - ``preboot``) or end in ``(after, before)``
+    that a tick would act on."""
     a, b = naive_utc(after), naive_utc(before)
+    pb = int(preboot.total_seconds())
+    pre = (" UNION ALL SELECT MIN(start_at) - INTERVAL %d SECOND FROM vcregist WHERE "
+           "state = 'reserved' AND start_at > %%s AND start_at < %%s" % pb) if pb else ""
+    args = (a, b, a, b) + ((naive_utc(after + preboot), naive_utc(before + preboot)) if pb else ())
     rows = db.query(
         "SELECT MIN(t) AS t FROM ("
         " SELECT MIN(start_at) AS t FROM vcregist WHERE state = 'reserved' AND start_at > %s "
         "  AND start_at < %s"
         " UNION ALL SELECT MIN(end_at) FROM vcregist WHERE state IN ('running', 'starting', "
-        "  'failed', 'reserved') AND end_at > %s AND end_at < %s) x", (a, b, a, b))
+        "  'failed', 'reserved') AND end_at > %s AND end_at < %s" + pre + ") x", args)
     return aware_utc(rows[0]["t"]) if rows and rows[0]["t"] else None
+
+
+def preboot_short(cfg, db, rack, now) -> Optional[str]:
+    """None when reservation ``rack`` may start now, before its start: the early window
+    ``[now, start)`` fits beside every reservation holding capacity then (a still-running one
+    keeps its capacity to its end) -- admission's own check; else why not."""
+    from vc import reservations
+    from vc.errors import CapacityError
+
+    def txn(cur):
+        cur.execute("SELECT start_at FROM vcregist WHERE rack = %s", (rack,))
+        start = aware_utc(cur.fetchone()["start_at"])
+        if start <= now:
+            return None
+        try:
+            # a first look without the admission lock (the start itself admits under it)
+            reservations.admit(cfg, cur, now, start, reservations._resources(cur, rack), now,
+                               exclude_rack=rack)
+        except CapacityError as e:
+            return str(e)
+        return None
+
+    return db.transaction(txn)
 
 
 class Scheduler:
@@ -136,6 +170,11 @@ class Scheduler:
         self.clock, self.sleep, self.lookahead = clock, sleep, lookahead
         self.max_start_retries, self.ha_max_restarts = max_start_retries, ha_max_restarts
         self.dry_run = dry_run
+        cron = getattr(cfg, "cron", None)
+        self.preboot = timedelta(minutes=getattr(cron, "preboot_minutes", 0))
+        self.preflight_minutes = getattr(cron, "preflight_minutes", 0)
+        # preflight_kw (tests): host_exec, target_exec, send for vc.preflight.tick
+        self.preflight_kw: dict = {}
 
     def _lock(self):
         os.makedirs(self.cfg.site.state_dir, exist_ok=True)
@@ -179,9 +218,11 @@ class Scheduler:
         now = started
         while True:
             report.actions += self.run_once(now)
+            if now is started:
+                report.actions += self._preflight(now)
             if not self.lookahead:
                 break
-            nxt = next_event(self.db, now, horizon)
+            nxt = next_event(self.db, now, horizon, self.preboot)
             if nxt is None:
                 break
             delay = (nxt - self.clock()).total_seconds()
@@ -193,7 +234,12 @@ class Scheduler:
 
     def run_once(self, now) -> List[Action]:
         actions = []
-        for a in _due(self.db, now):
+        for a in _due(self.db, now, self.preboot):
+            if a.verb == "preboot":
+                why_not = preboot_short(self.cfg, self.db, a.rack, now)
+                if why_not:
+                    LOG.info("rack %d: no pre-boot (%s): it starts at its start", a.rack, why_not)
+                    continue
             if a.verb == "retry-start":
                 why_not = _retry_due(self.db, a.rack, now, self.max_start_retries)
                 if why_not:
@@ -210,13 +256,22 @@ class Scheduler:
             a.result = "dry run"
             return a
         try:
-            if a.verb in ("start", "resume-start", "retry-start"):
+            if a.verb == "preboot":
+                # admitted again under the admission lock; the reserved start is kept
+                a.result = self.ctl.start(a.rack, preboot=True)["state"]
+            elif a.verb in ("start", "resume-start", "retry-start"):
                 a.result = self.ctl.start(a.rack)["state"]
             elif a.verb == "delete":
                 # confirmed when the delete was requested (pending = 'delete')
                 a.result = self.ctl.delete(a.rack, confirm_volumes=True)["state"]
             else:
                 a.result = self.ctl.stop(a.rack, "tick: " + a.why)["state"]
+        except CapacityError as e:
+            if a.verb != "preboot":
+                raise
+            # taken meanwhile: no pre-boot, nothing changed; it starts at its start
+            LOG.info("rack %d: no pre-boot (%s)", a.rack, e)
+            a.result = "no pre-boot: %s" % e
         except Exception as e:  # one cluster's failure never blocks the others
             a.ok, a.result = False, str(e)
             if not isinstance(e, VcError):
@@ -225,6 +280,21 @@ class Scheduler:
                 LOG.error("rack %d: %s failed: %s", a.rack, a.verb, e)
             self._record(a.rack, "tick: %s failed: %s" % (a.verb, e))
         return a
+
+    def _preflight(self, now) -> List[Action]:
+        """The pre-flights due ``[cron] preflight_minutes`` before their start (once each)."""
+        if self.dry_run or self.preflight_minutes <= 0:
+            return []
+        from vc import preflight
+
+        # not in the tick's report: a pre-flight changes no cluster (its result is stored)
+        try:
+            for rack, problems in preflight.tick(self.cfg, self.db, now, self.preflight_minutes,
+                                                 **self.preflight_kw):
+                LOG.info("rack %d: pre-flight: %s", rack, "; ".join(map(str, problems)) or "ok")
+        except Exception as e:
+            LOG.error("pre-flight failed: %s", e)
+        return []
 
     def _record(self, rack, reason):
         try:

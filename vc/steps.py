@@ -36,6 +36,7 @@ class Run:
     plan: Optional[addresses.Plan] = None
     resumed: bool = False
     result: Optional[dict] = None      # set by a step that ends the run early (nothing to do)
+    preboot: bool = False              # the tick's pre-boot: early, the reserved start kept
     _vols: Optional[list] = field(default=None, repr=False)
     launching: list = field(default_factory=list, repr=False)  # boot_gateways' launch threads
 
@@ -106,11 +107,19 @@ class Allocate(Step):
                 raise VcError("reservation %d ended at %s: nothing to start" % (
                     r.rack, timeutil.show(end, ctl.cfg.tzinfo())))
             res = reservations._resources(cur, r.rack)
-            if start > now:
-                # forced early: the time before the reserved start needs capacity too
+            if start > now and st == states.RESERVED:
+                # forced early: the time before the reserved start needs capacity too (a
+                # starting/failed one before its start was pre-booted: admitted then)
                 reservations.admit(ctl.cfg, cur, now, start, res, now, exclude_rack=r.rack)
-                cur.execute("UPDATE vcregist SET start_at = %s WHERE rack = %s",
-                            (naive_utc(now), r.rack))
+                if r.preboot:
+                    # pre-boot ([cron] preboot_minutes): ready at the start; the owner's
+                    # window is unchanged
+                    states.event(cur, r.rack, now, ctl.actor, "pre-boot: starting %d s before "
+                                 "the start at %s" % ((start - now).total_seconds(),
+                                                      timeutil.iso(start)))
+                else:
+                    cur.execute("UPDATE vcregist SET start_at = %s WHERE rack = %s",
+                                (naive_utc(now), r.rack))
             if st != states.STARTING:
                 states.transition(cur, row, states.STARTING, now, ctl.actor,
                                   "start" if st == states.RESERVED else "retry start after: %s"

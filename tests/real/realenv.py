@@ -119,6 +119,9 @@ class RealEnv:
         data["virt"] = {"name_prefix": prefix, "kernel": os.path.join(GUEST, "vmlinux"),
                         "initrd": os.path.join(GUEST, "initrd.img"), "boot_timeout": "60",
                         "shutdown_timeout": "20"}
+        # the real tests start clusters at their start time; pre-boot has its own test
+        # (test_cron_real.py::test_preboot_starts_before_the_start_time, extra= turns it on)
+        data["cron"] = {"preboot_minutes": "0"}
         for section, kv in (extra or {}).items():
             data.setdefault(section, {}).update(kv)
         self.conf = os.path.join(tmp, "vc.conf")

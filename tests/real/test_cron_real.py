@@ -1,12 +1,16 @@
-"""vc_cron.py on real QEMU: on-time start, HA restart of a killed guest, crash recovery."""
+"""vc_cron.py on real QEMU: on-time start, pre-boot, HA restart of a killed guest, crash
+recovery."""
 
 import json
 import os
 import signal
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
-from realenv import libvirtd, real  # noqa: F401  (fixtures)
+import pytest
+
+from realenv import RealEnv, libvirtd, real  # noqa: F401  (fixtures)
 from test_cluster_real import EMPTY, assert_running, held, nodes_of
 
 
@@ -43,6 +47,43 @@ def test_on_time_start_within_a_second(real, db):
     assert 0 <= late < 1.0, late
     assert up < 15, up
     assert_running(real, db, rack)
+    assert real.ctl("stop", str(rack)).returncode == 0
+    assert real.traces() == EMPTY
+
+
+@pytest.fixture
+def real_preboot(libvirtd, migrated, db, tmp_path):
+    env = RealEnv(str(tmp_path), migrated, "t" + uuid.uuid4().hex[:5], "10.213.0.0/16",
+                  extra={"cron": {"preboot_minutes": "1"}})
+    yield env
+    env.cleanup()
+
+
+def test_preboot_starts_before_the_start_time(real_preboot, db):
+    real = real_preboot
+    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=40)
+    rack = reserve_at(real, start, start + timedelta(hours=1))
+    r = real.cron()                        # the pre-boot time (start - 1 min) has passed
+    assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+    tr = dict(transitions(db, rack))
+    early = (start - tr["starting"]).total_seconds()
+    assert early > 30, early               # began at once, ~40 s before the start
+    assert_running(real, db, rack)
+    shown = json.loads(real.ctl("show", str(rack), "--json").stdout)
+    assert shown["start"] == iso(start) and shown["state"] == "running"   # window unchanged
+    assert any(e["reason"].startswith("pre-boot: starting") for e in shown["events"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        got = json.loads(real.ctl("show", str(rack), "--json").stdout)
+        if got["ready"]:
+            break
+        real.cron("--now", iso(datetime.now(timezone.utc)))  # the tick's readiness look
+        time.sleep(1)
+    ready_at = datetime.now(timezone.utc)
+    print("pre-boot: began %.1f s before the start, ready %.1f s %s it"
+          % (early, abs((ready_at - start).total_seconds()),
+             "before" if ready_at < start else "after"))
+    assert got["ready"]
     assert real.ctl("stop", str(rack)).returncode == 0
     assert real.traces() == EMPTY
 

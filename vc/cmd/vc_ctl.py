@@ -7,10 +7,11 @@ The commands are the table :data:`COMMANDS` at the end (name -> handler + its ar
 subcommand is one entry there and one ``handler(ctx, args)`` function (see :mod:`vc.cmd`).
 """
 
+import dataclasses
 import os
 import sys
 
-from vc import keys, remote, reservations, sshkeys, timeutil
+from vc import keys, preflight, remote, reservations, sshkeys, timeutil
 from vc.cmd import Command, Context, arg, dispatch, runcli, subcommand_parser
 from vc.errors import VcError
 from vc.numbers import parse_int
@@ -59,6 +60,13 @@ def print_show(r, cfg, out):
         out.write("login   %s\n" % line)
     if r.get("no_key"):
         out.write("warning %s\n" % r["no_key"])
+    pf = r.get("preflight")
+    if pf:
+        out.write("preflight %s (%s): %s\n" % (
+            timeutil.show(pf["checked_at"], tz), pf["trigger"],
+            "%d problem(s)" % len(pf["problems"]) if pf["problems"] else "ok"))
+        for p in pf["problems"]:
+            out.write("problem %s %s: %s\n" % (p["kind"], p["where"], p["detail"]))
     for v in r.get("volumes", []):
         out.write("volume  %s  %d GB on %s (%s)\n" % (v["mount_point"], v["size_gb"], v["target"],
                                                      v["state"]))
@@ -107,7 +115,19 @@ def reserve(ctx, args):
     if not keys.list_keys(ctx.db, owner):
         r["warning"] = NO_KEY % owner
         text += "warning: %s\n" % r["warning"]
+    # pre-flight at booking (short timeouts): problems are warnings, the booking stands
+    problems = _booking_preflight(ctx, rack)
+    r["preflight"] = preflight.last(ctx.db, rack)
+    for p in problems:
+        text += "warning: pre-flight: %s\n" % p
     return ctx.emit(r, text)
+
+
+def _booking_preflight(ctx, rack):
+    try:
+        return preflight.check_and_record(ctx.cfg, ctx.db, rack, ctx.now, preflight.BOOKING)
+    except Exception as e:  # the booking is made; a failing check is only a warning
+        return [preflight.Problem("preflight", "frontend", preflight._one_line(e))]
 
 
 def list_(ctx, args):
@@ -124,7 +144,26 @@ def show(ctx, args):
     r["login"] = reservations.login(ctx.cfg, r)
     if not keys.list_keys(ctx.db, r["owner"]):
         r["no_key"] = NO_KEY % r["owner"]
+    r["preflight"] = preflight.last(ctx.db, rack)
     return ctx.emit(r, lambda out: print_show(r, ctx.cfg, out))
+
+
+def preflight_(ctx, args):
+    """Run the pre-flight now (nothing is changed but the stored result): exit 1 on problems."""
+    rack = ctx.rack(args.rack)
+    r = reservations.get(ctx.db, rack)
+    ctx.require_owner(r["owner"], "reservation %d" % rack)
+    problems = preflight.check_and_record(ctx.cfg, ctx.db, rack, ctx.now, preflight.MANUAL)
+    obj = {"rack": rack, "ok": not problems, "checked_at": ctx.now,
+           "problems": [dataclasses.asdict(p) for p in problems]}
+
+    def text(out):
+        if not problems:
+            out.write("rack %d: pre-flight ok\n" % rack)
+        for p in problems:
+            out.write("rack %d: %s\n" % (rack, p))
+    ctx.emit(obj, text)
+    return 1 if problems else 0
 
 
 NO_KEY = ("%s has no SSH key: nobody can log in to this cluster (vc_ctl.py key add FILE, or "
@@ -573,6 +612,9 @@ COMMANDS = {
     "stop": Command(stop, "end a reservation now and remove its cluster, or finish a stop "
                           "(root)", args=[
         RACK, arg("--dry-run", action="store_true", help="print what would be removed only")]),
+    "preflight": Command(preflight_, "check (without acting) the hosts, images, iSCSI targets "
+                         "and pools a reservation's start needs; exit 1 on problems",
+                         args=[RACK]),
     "status": Command(status, "nodes with MAC, IP, host and libvirt state", args=[
         arg("rack", nargs="?")]),
     "dump": Command(dump, "the cluster's insert-ethers dump", args=[RACK]),

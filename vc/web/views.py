@@ -6,6 +6,7 @@ through :mod:`vc.reservations`, which validates, runs admission control, checks 
 writes in one transaction, so a refused request writes nothing.
 """
 
+import logging
 import threading
 from collections import OrderedDict
 from datetime import timedelta
@@ -15,17 +16,20 @@ from vc import states
 from vc.errors import CapacityError, NotFound, ValidationError, VcError
 from vc.web.app import MAX_ID, HTTPError, Response, number, redirect
 
+LOG = logging.getLogger(__name__)
 PAGE_SIZE = 20  # like Horizon's (the Blazar dashboard) default page
 VOLUME_ROWS_MAX = 8
 SHOWS = ("all", "current", "mine")
 
 # every table "Show all tables" may list; names are never taken from the request
 DEBUG_TABLES = ("vcregist", "vcresource", "vciscsi", "vciscsitarget", "vcnode", "vcevent",
-                "vchost", "vcalloc", "vccounter", "vcsshkey", "schema_version", "memberships",
-                "nodes", "networks")
+                "vchost", "vcalloc", "vccounter", "vcsshkey", "vcpreflight", "schema_version",
+                "memberships", "nodes", "networks")
 
 MESSAGES = {
     "created": "Reserved: rack {rack}.",
+    "created_preflight": "Reserved: rack {rack}. Its pre-flight found problems (below); it is "
+                         "checked again before the start.",
     "deleted": "Rack {rack} was deleted.",
     "delete-pending": "Rack {rack} ends now: the tick stops its cluster, then deletes it.",
     "stopped": "Rack {rack} was stopped.",
@@ -179,10 +183,28 @@ def register(req):
         return _register_page(req, values, errors, status=400)
     except CapacityError as e:
         return _register_page(req, values, refusal=str(e), status=409)
+    problems = _booking_preflight(req, rack)
     if req.wants_json:
         return req.json({"rack": rack, "url": req.url("/reservations/%d" % rack),
-                         "key_warning": _key_warning(req, fields["owner"])}, 201)
+                         "key_warning": _key_warning(req, fields["owner"]),
+                         "preflight": [str(p) for p in problems]}, 201)
+    if problems:  # the booking stands; its page says what the pre-flight found
+        return redirect(req.url("/reservations/%d" % rack, msg="created_preflight", rack=rack))
     return redirect(req.url("/reservations", msg="created", rack=rack) + "#rack-%d" % rack)
+
+
+def _booking_preflight(req, rack) -> list:
+    """The booking's pre-flight: what the database knows (capacity, pools); the hosts and
+    targets are reached by ``vc_ctl.py preflight`` and the tick (the web process has no SSH
+    key). Problems are warnings; a failing check is logged, never a failed booking."""
+    from vc import preflight
+
+    try:
+        return preflight.check_and_record(req.cfg, req.db, rack, req.now,
+                                          preflight.BOOKING_POOLS, reach=False)
+    except Exception as e:  # pragma: no cover - the database went away after the booking
+        LOG.error("rack %d: booking pre-flight failed: %s", rack, e)
+        return []
 
 
 # ------------------------------------------------------------------------ reservations
@@ -420,6 +442,15 @@ def _detail(req, rack: int) -> dict:
     r["login"] = _login(req, r)
     r["summary"] = _res_summary(r["resources"])
     r["actions"] = actions_for(req, r)
+    if r["visibility"] != "other":  # the owner's and admins': names hosts and targets
+        from vc import preflight
+
+        pf = preflight.last(req.db, rack)
+        if pf and r["visibility"] == "owner":  # the frontend's paths, as in errors and events
+            redact = visibility.redactor(req)
+            pf["problems"] = [dict(p, where=redact(p["where"]), detail=redact(p["detail"]))
+                              for p in pf["problems"]]
+        r["preflight"] = pf
     return r
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import NOW, ROOT, assert_golden, count_rows, db_overrides, make_cfg
 from vc import ctl as vctl
-from vc import designer
+from vc import designer, readout
 from vc import reservations as R
 from vc import virt
 from vc.errors import VcError
@@ -94,7 +94,7 @@ def test_start_allocates_registers_and_boots(make, db):
         '--appliance="Compute" --mac="52:54:00:00:00:02" --device="eth0" '
         '--module="virtio_net" --ipaddr="10.200.0.3" --netmask="255.255.255.0" '
         '--norestart --batch' % (rack, rack))
-    assert c.dump(rack) == dump
+    assert readout.dump(c, rack) == dump
 
     # builtin registrar: Rocks rows, DHCP entries in the cluster network, hosts file
     rows = db.query("SELECT n.Name, n.Rack, n.Rank, m.Name AS app, w.MAC, w.IP FROM nodes n JOIN "
@@ -268,7 +268,7 @@ def test_dry_run_changes_nothing(make, db):
     cfg, c, rec = make()
     rack = reserve(cfg, db)
     before = count_rows(db)
-    plan, xmls = c.plan_preview(rack)
+    plan, xmls = readout.plan_preview(c, rack)
     assert [n.ip for n in plan.nodes] == ["10.200.0.2", "10.200.0.3", "10.200.0.4"]
     assert len(xmls) == 3 and "<domain type=\"qemu\">" in xmls[0].replace("'", '"')
     assert count_rows(db) == before and rec.calls == []
@@ -289,7 +289,7 @@ def test_domain_xml_golden(make, db):
     db.transaction(lambda cur: cur.execute(
         "UPDATE vciscsi SET iqn = 'iqn.2026-11.vc.frontend:rackR.data', lun = 1, "
         "state = 'ready' WHERE rack = %s", (rack,)))
-    plan, xmls = c.plan_preview(rack)
+    plan, xmls = readout.plan_preview(c, rack)
     out = {}
     for name, x in (("ctl-gateway.xml", xmls[0]), ("ctl-compute.xml", xmls[1])):
         out[name] = re.sub(r"(?<=[-=\"a-z])(?<!=-)%d(?=[-\" ])" % rack, "R",
@@ -324,7 +324,7 @@ def test_status_reports_libvirt_state(make, db):
     rack = reserve(cfg, db, computes=1)
     c.start(rack)
     c.host("h1").destroy("vt-compute-%d-0" % rack)
-    st = {r["name"]: r["libvirt"] for r in c.status(rack)}
+    st = {r["name"]: r["libvirt"] for r in readout.status(c, rack)}
     assert st == {"gateway-%d-0" % rack: "running", "compute-%d-0" % rack: "shutoff"}
 
 

@@ -8,7 +8,8 @@ with the error on the reservation). Each step is idempotent, so a run that dies 
 exception, a SIGKILL, a host reboot — is finished by running the same command again.
 
 The services the steps share (hosts, executors, backends) are in :mod:`vc.services`; what a
-node *is* lives in :mod:`vc.designer`; HA in :mod:`vc.ha`; readiness in :mod:`vc.ready`.
+node *is* lives in :mod:`vc.designer`; HA in :mod:`vc.ha`; readiness in :mod:`vc.ready`;
+reading a cluster without acting (status, dump, ``--dry-run``) in :mod:`vc.readout`.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ import signal
 import time
 from typing import Dict, List, Optional
 
-from vc import addresses, dblease, designer, reservations, states, steps, timeutil
+from vc import addresses, dblease, states, steps, timeutil
 from vc.errors import VcError
 from vc.services import Services
 from vc.steps import ClusterError  # noqa: F401 - re-exported: callers catch vc.ctl.ClusterError
@@ -232,40 +233,3 @@ class Ctl(Services):
     def heal(self, rack: int, max_restarts: int = 3) -> List[str]:
         """HA for one running cluster (see :meth:`vc.ha.Healer.heal`)."""
         return self.ha.heal(rack, max_restarts)
-
-    # ---------------------------------------------------------------- reading
-    def status(self, rack: Optional[int] = None) -> List[dict]:
-        """Per node: name, appliance, MAC, IP, host and the libvirt state now."""
-        if rack is not None:
-            reservations.get(self.db, rack)  # NotFound for an unknown rack
-        rows = self.db.query(
-            "SELECT n.rack, n.name, n.appliance, n.`rank`, n.mac, n.ip, n.public_ip, n.host, "
-            "n.state AS recorded, r.state AS cluster FROM vcnode n JOIN vcregist r ON r.rack = "
-            "n.rack" + (" WHERE n.rack = %s" if rack is not None else "") +
-            " ORDER BY n.rack, n.appliance = 'compute', n.`rank`",
-            (rack,) if rack is not None else ())
-        for r in rows:
-            try:
-                r["libvirt"] = self.host(r["host"]).state(designer.domain_name(self.cfg,
-                                                                                r["name"]))
-            except VcError as e:
-                r["libvirt"] = "unknown (%s)" % e
-        return rows
-
-    def plan_preview(self, rack):
-        """The plan and domain XML a start would use, changing nothing (``--dry-run``)."""
-        reservations.get(self.db, rack)
-        plan = self.db.transaction(lambda cur: addresses.preview(
-            self.cfg, cur, rack, reservations._resources(cur, rack)))
-        vols = [v for v in steps.volumes(self.db, rack) if v["iqn"]]
-        return plan, [steps.node_spec(self, plan, n, vols).to_xml() for n in plan.nodes]
-
-    def dump_text(self, plan) -> str:
-        return steps.dump_text(self, plan)
-
-    def dump(self, rack) -> str:
-        plan = self.db.transaction(lambda cur: addresses.load(cur, rack))
-        if plan is None:
-            reservations.get(self.db, rack)
-            raise VcError("rack %d has no addresses (not started)" % rack)
-        return self.dump_text(plan)

@@ -241,25 +241,29 @@ STOP_WAIT = 180
 
 
 def start_preview(ctx, ctl, rack):
-    plan, xmls = ctl.plan_preview(rack)
+    from vc import readout  # the orchestrator's imports: only where it is used
+
+    plan, xmls = readout.plan_preview(ctl, rack)
     if ctx.json:
         return ctx.emit({"rack": rack, "subnet": str(plan.subnet), "isolation_id":
                          plan.isolation_id, "nodes": [vars(n) for n in plan.nodes],
-                         "domain_xml": xmls, "dump": ctl.dump_text(plan)})
+                         "domain_xml": xmls, "dump": readout.dump_text(ctl, plan)})
     out = ctx.out
     out.write("would start rack %d: subnet %s, isolation id %d\n" % (
         rack, plan.subnet, plan.isolation_id))
     for n in plan.nodes:
         out.write("  %-18s %-8s %s %-15s public %-15s host %s\n" % (
             n.name, n.appliance, n.mac, n.ip, n.public_ip or "-", n.host))
-    out.write(ctl.dump_text(plan))
+    out.write(readout.dump_text(ctl, plan))
     for x in xmls:
         out.write(x + "\n")
     return 0
 
 
 def stop_preview(ctx, ctl, rack):
-    rows = ctl.status(rack)
+    from vc import readout  # the orchestrator's imports: only where it is used
+
+    rows = readout.status(ctl, rack)
 
     def text(out):
         out.write("would stop rack %d and remove %d nodes, their disks, DHCP entries, network "
@@ -272,17 +276,21 @@ def stop_preview(ctx, ctl, rack):
 
 
 def status(ctx, args):
+    from vc import readout  # the orchestrator's imports: only where it is used
+
     rack = None if args.rack is None else ctx.rack(args.rack)
     ctx.require_root("status: only root may ask the hosts' libvirt for the nodes' state")
     ctl = ctx.ctl()
-    rows = ctl.status() if rack is None else ctl.status(rack)
+    rows = readout.status(ctl, rack)
     return ctx.emit(rows, lambda out: print_status(rows, out))
 
 
 def dump(ctx, args):
+    from vc import readout  # the orchestrator's imports: only where it is used
+
     rack = ctx.rack(args.rack)
     ctx.require_owner(reservations.get(ctx.db, rack)["owner"], "reservation %d" % rack)
-    text = ctx.ctl().dump(rack)
+    text = readout.dump(ctx.ctl(), rack)
     return ctx.emit({"rack": rack, "dump": text}, text)
 
 

@@ -39,7 +39,7 @@ def assert_golden(name, text):
     assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
 
 TABLES = ("networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
-          "vciscsitarget", "vchost", "vcsshkey")
+          "vciscsitarget", "vchost", "vcsshkey", "vcnotices")
 
 
 def db_env():

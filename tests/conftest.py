@@ -155,3 +155,13 @@ def count_rows(db):
 
     db.transaction(run)
     return out
+
+
+@pytest.fixture
+def smtp_sink():
+    """A local SMTP sink on 127.0.0.1 (tests/smtpsink.py), stopped after the test."""
+    from smtpsink import SmtpSink
+
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()

@@ -56,7 +56,8 @@ def world(migrated, db, tmp_path):
     o["site"] = {"state_dir": str(tmp_path / "state"), "timezone": "UTC", "admins": "root carol"}
     o["virt"] = {"name_prefix": "vt", "boot_timeout": "5", "shutdown_timeout": "1"}
     o["network"] = {"isolation": "none"}
-    o["notify"] = {"mail_domain": "example.org"}
+    # an SMTP host (the recorder below stands in for it): this machine has no sendmail
+    o["notify"] = {"mail_domain": "example.org", "smtp_host": "127.0.0.1"}
     cfg = make_cfg(o)
     clock = Clock(NOW)
     rec = Recorder()
@@ -320,6 +321,24 @@ def test_mail_off_and_no_warnings(world, db, migrated, tmp_path):
     db.transaction(lambda cur: notify.note(cur, row, notify.FAILED + "start", NOW, "boom"))
     assert n.run(NOW + 119 * M) == ["rack %d: failed:start: nothing to send" % rack]
     assert w.mail.sent == [] and db.query("SELECT done FROM vcnotices")[0]["done"] == 1
+
+
+def test_no_mta_is_said_once_not_retried(world, db, migrated):
+    w = world
+    o = db_overrides(migrated)
+    o["notify"] = {"sendmail": "/nonexistent/sendmail"}
+    cfg = make_cfg(o)
+    n = notify.Notifier(cfg, db, clock=w.clock, send_mail=w.mail, wall=w.wall)
+    rack = book(w.cfg, db, NOW, NOW + timedelta(hours=2), computes="0")
+    at(w, 0)
+    for minute in (60, 61, 62):
+        n.run(NOW + minute * M)
+    assert w.mail.calls == 0 and len(w.wall.sent) == 1
+    ev = [e["reason"] for e in db.query("SELECT reason FROM vcevent WHERE rack = %s AND "
+                                        "reason LIKE 'notice%%'", (rack,))]
+    assert ev == ["notice before:3600: not mailed: no /nonexistent/sendmail on this machine and "
+                  "no [notify] smtp_host"]
+    assert db.query("SELECT done FROM vcnotices WHERE rack = %s", (rack,))[0]["done"] == 1
 
 
 # ------------------------------------------------------------------------ the idle cost

@@ -16,6 +16,7 @@ nothing, must not pay for them.
 """
 
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -59,6 +60,20 @@ def enabled(cfg) -> bool:
     """Is there a way to send mail at all (``mail = yes`` and an SMTP host or a sendmail)?"""
     n = cfg.notify
     return bool(n.mail and (n.smtp_host or n.sendmail))
+
+
+def unavailable(cfg):
+    """Why mail cannot leave this machine although ``mail = yes``, or None: no SMTP host and no
+    sendmail program (a frontend without an MTA: the demo). The caller says so once per
+    notice instead of failing it at every tick."""
+    n = cfg.notify
+    if not n.mail or n.smtp_host:
+        return None
+    if not n.sendmail:
+        return "neither [notify] smtp_host nor sendmail is set"
+    if not os.path.exists(n.sendmail):
+        return "no %s on this machine and no [notify] smtp_host" % n.sendmail
+    return None
 
 
 def message(cfg, recipients: List[str], subject: str, body: str):

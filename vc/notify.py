@@ -430,7 +430,13 @@ class Notifier:
         # mail
         from vc import mail
 
-        if mail.enabled(self.cfg) and n["mail_at"] is None:
+        off = mail.unavailable(self.cfg) if n["mail_at"] is None else None
+        if off and n["last_error"] != "not mailed: " + off:
+            # no MTA here: said once (an event), not failed at every tick
+            self._update(nid, last_error="not mailed: " + off)
+            self._event(rack, now, "notice %s: not mailed: %s" % (kind, off))
+            msgs.append("not mailed: %s" % off)
+        elif mail.enabled(self.cfg) and n["mail_at"] is None and not off:
             to = recipients(self.cfg, n)
             try:
                 if not to:

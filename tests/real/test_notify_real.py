@@ -117,6 +117,7 @@ def test_the_10_minute_warning_reaches_mail_and_terminals(env, db, smtp_sink):
         assert len([1 for _to, x in smtp_sink.mails() if "rack %d" % rack in x["Subject"]]) == 1
         for t in terms:
             assert t.text().count("reservation ends in 10 minutes") == 1, t.text()
+        print("the gateway's terminal shows:\n" + terms[0].text())
         row = db.query("SELECT kind, done, mail_at IS NOT NULL AS m, wall_at IS NOT NULL AS w "
                        "FROM vcnotices WHERE rack = %s", (rack,))
         assert [(x["kind"], x["done"], x["m"], x["w"]) for x in row] == [("before:600", 1, 1, 1)]

@@ -231,6 +231,20 @@ def test_a_warning_not_sent_before_its_end_is_dropped(world, db):
     assert state(db, rack) == "stopped"
 
 
+def test_a_retried_warning_gives_way_to_the_next(world, db):
+    w = world
+    rack = book(w.cfg, db, NOW, NOW + timedelta(minutes=15), computes="0")
+    at(w, 0)
+    w.mail.fail = 100
+    at(w, 5)                # the 10 min warning fails ...
+    w.mail.fail = 0
+    w.s.notifier.run(NOW + 14 * M + timedelta(seconds=30))   # ... until the 1 min one is due
+    assert subjects(w) == ["[VC] rack %d ends in 1 minute (2026-12-01 00:15 UTC)" % rack]
+    rows = db.query("SELECT kind, done, mail_at IS NULL AS unsent FROM vcnotices ORDER BY id")
+    assert [(r["kind"], r["done"], r["unsent"]) for r in rows] == [
+        ("before:600", 1, 1), ("before:60", 1, 0)]
+
+
 def test_failed_start_is_mailed_once_to_owner_and_admins(world, db):
     w = world
     w.rec.fail_on = "create"

@@ -410,8 +410,12 @@ class Notifier:
     def deliver(self, nid: int, now) -> str:
         """Send what notice ``nid`` still owes (mail, wall) and record it."""
         rows = self.db.query(
-            "SELECT n.*, r.state, r.start_at AS r_start, r.end_at AS r_end FROM vcnotices n "
-            "LEFT JOIN vcregist r ON r.rack = n.rack WHERE n.id = %s AND n.done = 0", (nid,))
+            "SELECT n.*, r.state, r.start_at AS r_start, r.end_at AS r_end, "
+            " (SELECT COUNT(*) FROM vcnotices m WHERE m.rack = n.rack AND m.start_at = "
+            "  n.start_at AND m.end_at = n.end_at AND m.id > n.id AND m.kind LIKE 'before:%%') "
+            " AS superseded "
+            "FROM vcnotices n LEFT JOIN vcregist r ON r.rack = n.rack "
+            "WHERE n.id = %s AND n.done = 0", (nid,))
         if not rows:
             return ""
         n = dict(rows[0])
@@ -420,11 +424,14 @@ class Notifier:
         rack, kind = n["rack"], n["kind"]
         label = "rack %d: %s" % (rack, kind)
         if kind.startswith(BEFORE) and (n["state"] != states.RUNNING or n["r_end"] != n["end_at"]
-                                        or n["r_start"] != n["start_at"] or now >= n["end_at"]):
-            # moot: the end passed or moved (the new end gets its own warnings), or it stopped
+                                        or n["r_start"] != n["start_at"] or now >= n["end_at"]
+                                        or n["superseded"]):
+            # moot: the end passed or moved (the new end gets its own warnings), it stopped, or
+            # a later warning for the same end is due (one mail saying the time left, not two)
             self._update(nid, done=1, last_error=n["last_error"] or "moot: not sent before "
-                         "the end passed or changed")
-            return "%s: dropped (the end passed or changed before it went out)" % label
+                         "the end passed or changed, or a later warning was due")
+            return "%s: dropped (the end passed or changed, or a later warning was due, before " \
+                "it went out)" % label
         t = texts(self.cfg, n, now)
         done_parts, msgs = [], []
         # mail

@@ -49,7 +49,6 @@ something is sent.
 
 import logging
 import os
-import shlex
 from datetime import timedelta
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -250,6 +249,8 @@ def ssh_argv(key_file: str, ip: str, proxy: Optional[List[str]] = None) -> List[
             "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR"]
     if proxy:
+        import shlex
+
         argv += ["-o", "ProxyCommand=" + shlex.join(proxy + ["-W", "%h:%p"])]
     return argv + ["root@" + ip, WALL_SCRIPT]
 

@@ -22,8 +22,9 @@ setup(
     ],
     extras_require={
         # playwright drives Debian's /usr/bin/chromium (never 'playwright install')
-        "test": ["pytest>=7.4,<10", "playwright>=1.40,<2"],
-        "dev": ["pytest>=7.4,<10", "playwright>=1.40,<2", "ruff>=0.4"],
+        # aiosmtpd: the local SMTP sink the notice tests mail to (tests/smtpsink.py)
+        "test": ["pytest>=7.4,<10", "playwright>=1.40,<2", "aiosmtpd>=1.4,<2"],
+        "dev": ["pytest>=7.4,<10", "playwright>=1.40,<2", "aiosmtpd>=1.4,<2", "ruff>=0.4"],
     },
     scripts=["sbin/vc_ctl.py", "sbin/vc_cron.py", "sbin/vc_vlan.py"],
 )

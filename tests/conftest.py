@@ -38,8 +38,8 @@ def assert_golden(name, text):
         expected = f.read()
     assert text == expected, "output differs from %s (VC_REGENERATE_GOLDEN=1 rewrites it)" % path
 
-TABLES = ("vcpreflight", "networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi", "vcresource", "vcregist",
-          "vciscsitarget", "vchost", "vcsshkey")
+TABLES = ("vcpreflight", "networks", "nodes", "vcevent", "vcalloc", "vcnode", "vciscsi",
+          "vcresource", "vcregist", "vciscsitarget", "vchost", "vcsshkey", "vcnotices")
 
 
 def db_env():
@@ -155,3 +155,13 @@ def count_rows(db):
 
     db.transaction(run)
     return out
+
+
+@pytest.fixture
+def smtp_sink():
+    """A local SMTP sink on 127.0.0.1 (tests/smtpsink.py), stopped after the test."""
+    from smtpsink import SmtpSink
+
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()

@@ -565,11 +565,67 @@ class Cron(_Record):
 
 
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _durations(s):
+    """``60m,10m,1m`` -> ``(3600, 600, 60)``: comma-separated durations, each a whole number and
+    a unit (s, m, h or d; a number alone is seconds), from 1 s to 7 days, at most 10, no
+    duplicates (``10m,600s`` is one twice); longest first. Empty = none."""
+    if not s.strip():
+        return ()
+    out, seen = [], {}
+    for part in s.split(","):
+        p = part.strip()
+        m = re.match(r"^([0-9]{1,6})([smhd]?)$", p)
+        if p.startswith("-"):
+            raise ValueError("durations must not be negative, got %r" % p[:40])
+        if not m:
+            raise ValueError("must be durations like 60m,10m,1m (a whole number and s, m, h "
+                             "or d), got %r" % p[:40])
+        n = int(m.group(1)) * DURATION_UNITS[m.group(2)]
+        if not 1 <= n <= 7 * 86400:
+            raise ValueError("each duration must be from 1s to 7d, got %r" % p)
+        if n in seen:
+            raise ValueError("lists the same duration twice (%s and %s)" % (seen[n], p))
+        seen[n] = p
+        out.append(n)
+    if len(out) > 10:
+        raise ValueError("at most 10 durations, got %d" % len(out))
+    return tuple(sorted(out, reverse=True))
+
+
+_mail_address = _matching(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}"
+                          r"[A-Za-z0-9])?$", "must be a mail address like vc@frontend.example.org")
+
+
 @_frozen_dataclass
 class Notify(_Record):
-    """``[notify]``: what tells the cluster about its lease: the lease service inside the
-    clusters (``sbin/vc_metad.py``)."""
+    """``[notify]``: what tells a cluster's owner and users about its lease: warnings before the
+    end and notices that it failed or was stopped early (mail to the owner, ``wall`` on every
+    node; :mod:`vc.notify`, :mod:`vc.mail`), and the lease service inside the clusters
+    (``sbin/vc_metad.py``)."""
 
+    before_end: tuple[int, ...] = key(_durations, (3600, 600, 60),
+                                      "warn the owner (mail) and the cluster's users (wall) this "
+                                      "long before the end, e.g. 60m,10m,1m (s, m, h, d); "
+                                      "empty = no warnings")
+    mail: bool = key(_bool, True, "send the notices by mail (to the owner; a failure also to "
+                     "[site] admins)")
+    smtp_host: str | None = key(_hostname, None, "SMTP server for the mails; empty = the local "
+                                "sendmail")
+    smtp_port: int = key(_int(1, 65535), 25, "its port (plain SMTP, no login)")
+    smtp_timeout: int = key(_int(1, 300), 20, "seconds one mail may take (SMTP or sendmail)")
+    sendmail: str | None = key(_path, "/usr/sbin/sendmail", "without smtp_host: the local "
+                               "sendmail, run as 'sendmail -t -i'")
+    mail_from: str | None = key(_optional(_mail_address), None,
+                                "From: of the mails; empty = vc@<this machine's FQDN>")
+    mail_domain: str | None = key(_optional(_domain), None,
+                                  "owners are local user names: alice gets alice@mail_domain "
+                                  "(an owner name with @ is used as it is); empty = this "
+                                  "machine's FQDN (its local mailbox)")
+    wall: bool = key(_bool, True, "also warn inside the cluster: wall on every node of a "
+                     "running cluster, over SSH with the cluster's own key")
     metad_bind: str = key(_ipaddr, "0.0.0.0", "where the lease service listens; it answers "
                           "only a node of a running cluster, on its cluster's .1")
     metad_port: int = key(_int(1, 65535), 8775, "the lease service's TCP port")

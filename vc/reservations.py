@@ -604,6 +604,8 @@ def stop_now(cfg, db, rack: int, now, actor: str, admin: bool = False) -> str:
             return row["state"]
         if row["state"] in (states.STARTING, states.RUNNING, states.FAILED):
             if end > now:
+                from vc import notify  # the owner is told (vc.notify)
+                notify.early_end(cur, row, now, actor, "stop requested")
                 cur.execute("UPDATE vcregist SET end_at = %s, updated_at = %s WHERE rack = %s",
                             (naive_utc(now), naive_utc(now), rack))
                 states.event(cur, rack, now, actor, "stop requested: end moved from %s to now"
@@ -647,6 +649,8 @@ def delete(cfg, db, rack: int, now, actor: str, admin: bool = False,
             raise VcError("reservation %d has %d iSCSI volume(s) holding data (%s): confirm that "
                           "they are to be destroyed" % (rack, len(data), ", ".join(data)))
         def pending(why):
+            from vc import notify  # the owner is told (vc.notify)
+            notify.early_end(cur, row, now, actor, "deleted")
             # the end moves to now (never before the start: a window cannot be negative)
             cur.execute("UPDATE vcregist SET pending = 'delete', "
                         "end_at = GREATEST(start_at, LEAST(end_at, %s)), "

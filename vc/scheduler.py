@@ -10,6 +10,11 @@ Order within a pass (Blazar's: ends before starts, so back-to-back reservations 
    minutes, at most ``[cron] max_start_retries`` times, then leave it ``failed`` with its error);
 4. check every node of every running cluster (:meth:`vc.ctl.Ctl.heal`).
 
+Before 1, the notices (:mod:`vc.notify`): the warnings before the end that are due, and the
+failed / stopped-early notices not sent yet (mail to the owner, wall on the nodes); before the
+stops, so a cluster stopped early still hears it. One query when nothing is due; a failure to
+send is logged, recorded and retried next tick, and never stops the tick.
+
 Each cluster is handled in its own try/except: one failure never blocks the others; it is
 recorded on that reservation (``failed`` + error, by ``vc.ctl``) and in the event log.
 
@@ -51,6 +56,7 @@ class Action:
 class TickReport:
     acted: bool = True  # False when another tick held the lock
     actions: List[Action] = field(default_factory=list)
+    notices: List[str] = field(default_factory=list)  # what the notify passes did (vc.notify)
 
 
 def _due(db, now, preboot: timedelta = timedelta(0)) -> List[Action]:
@@ -165,7 +171,7 @@ class Scheduler:
 
     def __init__(self, cfg, db, ctl, clock: Callable[[], datetime] = timeutil.utcnow,
                  sleep=time.sleep, lookahead=True, max_start_retries=5, ha_max_restarts=3,
-                 dry_run=False):
+                 dry_run=False, notifier=None):
         self.cfg, self.db, self.ctl = cfg, db, ctl
         self.clock, self.sleep, self.lookahead = clock, sleep, lookahead
         self.max_start_retries, self.ha_max_restarts = max_start_retries, ha_max_restarts
@@ -175,6 +181,10 @@ class Scheduler:
         self.preflight_minutes = getattr(cron, "preflight_minutes", 0)
         # preflight_kw (tests): host_exec, target_exec, send for vc.preflight.tick
         self.preflight_kw: dict = {}
+        # a vc.notify.Notifier (tests inject one with a recording mailer and wall); made on
+        # first use
+        self.notifier = notifier
+        self.notices: List[str] = []
 
     def _lock(self):
         os.makedirs(self.cfg.site.state_dir, exist_ok=True)
@@ -212,6 +222,7 @@ class Scheduler:
 
     def _tick(self) -> TickReport:
         report = TickReport()
+        self.notices = report.notices
         started = self.clock()
         # the horizon: this tick's minute; what falls after it is the next tick's
         horizon = started.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -234,6 +245,8 @@ class Scheduler:
 
     def run_once(self, now) -> List[Action]:
         actions = []
+        if not self.dry_run:
+            self._notify(now)
         for a in _due(self.db, now, self.preboot):
             if a.verb == "preboot":
                 why_not = preboot_short(self.cfg, self.db, a.rack, now)
@@ -249,6 +262,17 @@ class Scheduler:
         if not self.dry_run:
             actions += self._heal_all()
         return actions
+
+    def _notify(self, now) -> None:
+        """The notify pass (:mod:`vc.notify`); nothing it meets stops the tick."""
+        try:
+            if self.notifier is None:
+                from vc import notify
+
+                self.notifier = notify.Notifier(self.cfg, self.db, clock=self.clock)
+            self.notices += self.notifier.run(now)
+        except Exception:  # noqa: BLE001 - e.g. the database went away: the tick goes on
+            LOG.exception("notify pass failed")
 
     def _do(self, a: Action) -> Action:
         LOG.info("rack %d: %s (%s)", a.rack, a.verb, a.why)

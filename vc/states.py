@@ -75,6 +75,12 @@ def transition(cur, row: dict, to_state: str, now, actor: str, reason: str, erro
     frm = row["state"]
     if not can(frm, to_state):
         raise InvalidTransition(rack=row["rack"], state=frm, action=action or "go to " + to_state)
+    if to_state in (FAILED, STOPPING):
+        # a failure, or a stop before the booked end: a notice for the owner (vc.notify), sent
+        # by the next tick; written here, in the same transaction, so it is never lost
+        from vc import notify
+
+        notify.on_transition(cur, row, to_state, now, actor, reason)
     if to_state == DELETED:
         cur.execute("DELETE FROM vcregist WHERE rack = %s", (row["rack"],))
     else:

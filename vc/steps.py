@@ -477,6 +477,8 @@ def end_now(ctl, rack, reason) -> None:
 
     def txn(cur):
         row = states.lock(cur, rack)
+        from vc import notify  # the owner is told (vc.notify)
+        notify.early_end(cur, row, now, ctl.actor, "stop requested")
         if aware_utc(row["end_at"]) > now:
             cur.execute("UPDATE vcregist SET start_at = LEAST(start_at, %s), end_at = %s "
                         "WHERE rack = %s", (naive_utc(now), naive_utc(now), rack))

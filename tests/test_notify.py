@@ -58,6 +58,7 @@ def world(migrated, db, tmp_path):
     o["network"] = {"isolation": "none"}
     # an SMTP host (the recorder below stands in for it): this machine has no sendmail
     o["notify"] = {"mail_domain": "example.org", "smtp_host": "127.0.0.1"}
+    o["cron"] = {"preboot_minutes": "0"}   # starts at the start time (tests/test_preboot.py)
     cfg = make_cfg(o)
     clock = Clock(NOW)
     rec = Recorder()

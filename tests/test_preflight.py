@@ -165,7 +165,7 @@ def test_the_tick_runs_it_once_at_preflight_minutes_and_mails_problems(pcfg, db)
     assert preflight.last(db, rack)["trigger"] == "tick"
     assert len(mails) == 1
     recipients, subject, body = mails[0]
-    assert recipients == ["bob", "root", "alice"]
+    assert [a.split("@")[0] for a in recipients] == ["bob", "root", "alice"]
     assert "reservation %d" % rack in subject and "3 problem(s)" in subject
     assert "image h2: /srv/k/vmlinux is missing" in body
     # the next minutes: not again, even after a manual or booking run in between
@@ -211,7 +211,7 @@ def test_the_scheduler_tick_runs_the_due_preflights(pcfg, db):
                       "host_exec": lambda n: Host("h2", ())}
     s.tick()
     assert preflight.last(db, rack)["trigger"] == "tick"
-    assert mails == [["bob", "root", "alice"]]
+    assert [[a.split("@")[0] for a in m] for m in mails] == [["bob", "root", "alice"]]
     s.tick()
     assert len(mails) == 1
 

@@ -215,13 +215,14 @@ def due(db, now, minutes: int) -> List[int]:
 
 
 def notify(cfg, db, rack, problems: List[Problem], send=None) -> None:
-    """Mail the problems to the owner and the admins (``vc.mail.send``, imported here)."""
-    if send is None:
-        from vc import mail
+    """Mail the problems to the owner and the admins (``vc.mail.send``, imported here; user
+    names become addresses by :func:`vc.mail.address`)."""
+    from vc import mail
 
-        send = mail.send
     row = db.query("SELECT owner, start_at FROM vcregist WHERE rack = %s", (rack,))[0]
     recipients = [row["owner"]] + [a for a in cfg.site.admins if a != row["owner"]]
+    recipients = [mail.address(cfg, u) for u in recipients]
+    send = send or mail.send
     start = timeutil.show(aware_utc(row["start_at"]), cfg.tzinfo())
     body = "Pre-flight of reservation %d (starts %s) found %d problem(s):\n\n%s\n" % (
         rack, start, len(problems), "\n".join("- %s" % p for p in problems))

@@ -204,3 +204,25 @@ def test_libvirt_host_opens_the_shared_uri_but_names_the_configured_one(tmp_path
     _ = h.conn
     assert opened == ["qemu+ssh://root@10.0.0.2/system?command=%s/ssh/vc-ssh" % tmp_path]
     assert h.uri == "qemu+ssh://root@10.0.0.2/system"
+
+
+def test_host_with_less_memory_than_configured_is_refused_naming_it(make):  # noqa: F811
+    cfg, c, _ = two_hosts(make, mem="4096")
+
+    class Conn:
+        def getInfo(self):
+            return ["x86_64", 2048, 2, 0, 1, 1, 2, 1]   # 2048 MiB
+
+    class RealHost:
+        uri, conn = "qemu+ssh://root@10.0.0.2/system", Conn()
+
+    class C:
+        pass
+
+    ctl = C()
+    ctl.cfg, ctl.host = cfg, lambda name: RealHost()
+    with pytest.raises(VcError, match=r"host h2 has 2048 MB of memory but \[host:h2\] "
+                                      r"memory_mb = 4096"):
+        hosts.check_capacity(ctl, "h2")
+    RealHost.conn.getInfo = lambda: ["x86_64", 8192, 2, 0, 1, 1, 2, 1]
+    hosts.check_capacity(ctl, "h2")                         # enough: no error

@@ -59,6 +59,12 @@ class NsHost:
         return subprocess.run(["virsh", "-q", "-c", self.uri] + list(args), capture_output=True,
                               text=True, timeout=60)
 
+    def local_virsh(self, *args):
+        """virsh inside the namespace (its own libvirtd), when the underlay is cut."""
+        return subprocess.run(["nsenter", "-t", self.holder(), "-m", "-n", "virsh", "-q", "-c",
+                               "qemu:///system"] + list(args), capture_output=True, text=True,
+                              timeout=60)
+
     def underlay(self, up: bool):
         """Cut (or mend) the host's underlay from inside its namespace: its end of the veth
         down. Its libvirtd, sshd and QEMU keep running: a network partition, not a crash."""
@@ -244,7 +250,8 @@ def test_underlay_cut_replaces_and_fences_the_still_running_copies(two, db):
         assert {n["name"]: (n["mac"], n["ip"]) for n in ns} == before
         for n in on2:   # the disk is locked by the copy behind the cut: not started twice
             assert virsh("domstate", "%s-%s" % (env.prefix, n)).stdout.strip() != "running"
-            assert h2.virsh("domstate", "%s-%s" % (env.prefix, n)).stdout.strip() == "running"
+            assert h2.local_virsh("domstate", "%s-%s" % (env.prefix, n)).stdout.strip() \
+                == "running"
     finally:
         h2.underlay(True)
     r = ok(env.cron())

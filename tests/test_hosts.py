@@ -150,7 +150,15 @@ def test_a_host_with_less_memory_than_configured_fails_the_start_naming_it(make,
 
 # -- one shared SSH connection per host (OpenSSH ControlMaster) ------------------------------
 
-def test_ssh_uri_gets_vc_ssh_command(tmp_path):
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Control-socket directories under this test's tmp_path, not the machine's /tmp."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+
+
+def test_ssh_uri_gets_vc_ssh_command(tmp_path, private_tmp):
     from vc import remote
 
     st = str(tmp_path)
@@ -163,7 +171,8 @@ def test_ssh_uri_gets_vc_ssh_command(tmp_path):
     assert "ControlPath=%s/%%C" % mux in text and "ControlMaster=auto" in text
     assert "ConnectTimeout=10" in text and text.rstrip().endswith('"$@"')
     assert os.stat(wrapper).st_mode & 0o777 == 0o700
-    assert os.stat(mux).st_mode & 0o777 == 0o700 and len(mux) + 41 < 100  # socket path limit
+    assert os.stat(mux).st_mode & 0o777 == 0o700
+    assert len(os.path.basename(mux)) + len("/tmp/") + 41 < 100  # socket path limit
     # unchanged: local URIs, test URIs, an ssh URI naming its own command
     for u in ("qemu:///system", "test:///x.xml",
               "qemu+ssh://h/system?command=/usr/local/bin/myssh"):
@@ -184,7 +193,7 @@ def test_ssh_mux_dir_refuses_a_shared_directory(tmp_path, monkeypatch):
         remote.ssh_mux_dir("/srv/vc")
 
 
-def test_host_commands_share_the_connection(tmp_path):
+def test_host_commands_share_the_connection(tmp_path, private_tmp):
     from vc import remote
 
     mux = remote.ssh_mux_dir(str(tmp_path))
@@ -195,7 +204,8 @@ def test_host_commands_share_the_connection(tmp_path):
     assert "Control" not in " ".join(remote.executor_for_uri("qemu+ssh://h/system").ssh)
 
 
-def test_libvirt_host_opens_the_shared_uri_but_names_the_configured_one(tmp_path):
+def test_libvirt_host_opens_the_shared_uri_but_names_the_configured_one(tmp_path,
+                                                                        private_tmp):
     from vc import services
 
     opened = []

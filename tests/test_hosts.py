@@ -3,6 +3,7 @@ seeds made on the node's own host), on libvirt's test driver and the real MariaD
 
 import io
 import json
+import os
 
 import pytest
 
@@ -145,3 +146,93 @@ def test_a_host_with_less_memory_than_configured_fails_the_start_naming_it(make,
     c.stop(rack)
     assert R.get(db, rack)["state"] == "stopped"
     assert not db.query("SELECT * FROM vcnode WHERE rack=%s", (rack,))
+
+
+# -- one shared SSH connection per host (OpenSSH ControlMaster) ------------------------------
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Control-socket directories under this test's tmp_path, not the machine's /tmp."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+
+
+def test_ssh_uri_gets_vc_ssh_command(tmp_path, private_tmp):
+    from vc import remote
+
+    st = str(tmp_path)
+    uri = "qemu+ssh://root@10.0.0.2/system?keyfile=/k&no_tty=1"
+    got = remote.shared_ssh_uri(uri, st)
+    wrapper = str(tmp_path / "ssh" / "vc-ssh")
+    assert got == uri + "&command=" + wrapper
+    text = open(wrapper).read()
+    mux = remote.ssh_mux_dir(st)
+    assert "ControlPath=%s/%%C" % mux in text and "ControlMaster=auto" in text
+    assert "ConnectTimeout=10" in text and text.rstrip().endswith('"$@"')
+    assert os.stat(wrapper).st_mode & 0o777 == 0o700
+    assert os.stat(mux).st_mode & 0o777 == 0o700
+    assert len(os.path.basename(mux)) + len("/tmp/") + 41 < 100  # socket path limit
+    # unchanged: local URIs, test URIs, an ssh URI naming its own command
+    for u in ("qemu:///system", "test:///x.xml",
+              "qemu+ssh://h/system?command=/usr/local/bin/myssh"):
+        assert remote.shared_ssh_uri(u, st) == u
+    # another state_dir: another socket directory
+    assert remote.ssh_mux_dir(str(tmp_path / "other")) != mux
+
+
+def test_ssh_mux_dir_refuses_a_shared_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    from vc import remote
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    d = remote.ssh_mux_dir("/srv/vc")
+    os.chmod(d, 0o777)
+    with pytest.raises(VcError, match="not a private directory"):
+        remote.ssh_mux_dir("/srv/vc")
+
+
+def test_host_commands_share_the_connection(tmp_path, private_tmp):
+    from vc import remote
+
+    mux = remote.ssh_mux_dir(str(tmp_path))
+    ex = remote.executor_for_uri("qemu+ssh://root@10.0.0.2:2222/system?keyfile=/k",
+                                 mux_dir=mux)
+    argv = " ".join(ex.ssh)
+    assert "ControlPath=%s/%%C" % mux in argv and "-p 2222" in argv and "-i /k" in argv
+    assert "Control" not in " ".join(remote.executor_for_uri("qemu+ssh://h/system").ssh)
+
+
+def test_libvirt_host_opens_the_shared_uri_but_names_the_configured_one(tmp_path,
+                                                                        private_tmp):
+    from vc import services
+
+    opened = []
+    h = services._open_libvirt_host("h2", "qemu+ssh://root@10.0.0.2/system", str(tmp_path))
+    h._opener = lambda uri: opened.append(uri) or object()
+    _ = h.conn
+    assert opened == ["qemu+ssh://root@10.0.0.2/system?command=%s/ssh/vc-ssh" % tmp_path]
+    assert h.uri == "qemu+ssh://root@10.0.0.2/system"
+
+
+def test_host_with_less_memory_than_configured_is_refused_naming_it(make):  # noqa: F811
+    cfg, c, _ = two_hosts(make, mem="4096")
+
+    class Conn:
+        def getInfo(self):
+            return ["x86_64", 2048, 2, 0, 1, 1, 2, 1]   # 2048 MiB
+
+    class RealHost:
+        uri, conn = "qemu+ssh://root@10.0.0.2/system", Conn()
+
+    class C:
+        pass
+
+    ctl = C()
+    ctl.cfg, ctl.host = cfg, lambda name: RealHost()
+    with pytest.raises(VcError, match=r"host h2 has 2048 MB of memory but \[host:h2\] "
+                                      r"memory_mb = 4096"):
+        hosts.check_capacity(ctl, "h2")
+    RealHost.conn.getInfo = lambda: ["x86_64", 8192, 2, 0, 1, 1, 2, 1]
+    hosts.check_capacity(ctl, "h2")                         # enough: no error

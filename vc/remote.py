@@ -53,7 +53,7 @@ import subprocess
 import time
 import uuid
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from vc.errors import HypervisorError, VcError
 
@@ -429,9 +429,11 @@ class OpenSSHExecutor(ShellExecutor):
 
     def __init__(self, dest: str, port: Optional[int] = None, name: Optional[str] = None,
                  connect_timeout: float = 10, command_timeout: Optional[float] = LOCAL_TIMEOUT,
-                 keyfile: Optional[str] = None):
+                 keyfile: Optional[str] = None, mux_dir: Optional[str] = None):
         self.dest, self.name, self.command_timeout = dest, name or dest, command_timeout
         self.ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout]
+        if mux_dir:  # share one SSH connection per host (see ssh_mux_options)
+            self.ssh += ssh_mux_options(mux_dir)
         if port:
             self.ssh += ["-p", str(port)]
         if keyfile:  # the URI's ?keyfile=, as libvirt's ssh transport uses it
@@ -459,13 +461,15 @@ def run_local(argv: Sequence[str], timeout: Optional[float] = LOCAL_TIMEOUT) -> 
     return LocalExecutor(command_timeout=timeout).run(argv)
 
 
-def executor_for_uri(uri: str, name: Optional[str] = None, connect_timeout: float = 10
-                     ) -> Executor:
+def executor_for_uri(uri: str, name: Optional[str] = None, connect_timeout: float = 10,
+                     mux_dir: Optional[str] = None) -> Executor:
     """How to run a command on the physical host behind a libvirt URI: a
     :class:`LocalExecutor` for a local URI (``qemu:///system``, ``test:///...``), an
     :class:`OpenSSHExecutor` for ``qemu+ssh://[user@]host[:port]/...``.
 
     :param name: how logs name the host (default: ``local`` or the URI's host name).
+    :param mux_dir: share SSH connections through control sockets there
+        (:func:`ssh_mux_dir`); None: one SSH connection per command.
     :raises HypervisorError: any other transport.
     """
     u = urlsplit(uri)
@@ -476,9 +480,85 @@ def executor_for_uri(uri: str, name: Optional[str] = None, connect_timeout: floa
         dest = ("%s@%s" % (u.username, u.hostname)) if u.username else u.hostname
         key = next((v for k, v in parse_qsl(u.query) if k == "keyfile"), None)
         return OpenSSHExecutor(dest, u.port, name=name or u.hostname, keyfile=key,
-                               connect_timeout=connect_timeout)
+                               connect_timeout=connect_timeout, mux_dir=mux_dir)
     raise HypervisorError(host=uri, op="run host commands",
                           detail="only local and qemu+ssh:// hosts are supported")
+
+
+#: seconds an idle shared SSH connection to a host stays open (OpenSSH ``ControlPersist``)
+SSH_PERSIST = 120
+#: a shared connection whose host stopped answering dies after about 3 s x 2 (a dead master
+#: costs nothing: the next ssh makes a new one)
+SSH_ALIVE = ("3", "2")
+
+
+def ssh_mux_dir(state_dir: str) -> str:
+    """The directory of the control sockets VC's SSH connections to its hosts share, made
+    (0700, ours) if missing. Under the temp directory, named by a hash of ``state_dir``: a
+    socket path must stay under ~100 bytes, and OpenSSH's ``%C`` alone is 40.
+
+    :raises VcError: it exists but is not a directory of ours.
+    """
+    import tempfile
+
+    h = hashlib.sha1(os.path.abspath(state_dir).encode()).hexdigest()[:12]
+    d = os.path.join(tempfile.gettempdir(), "vc-ssh-%d-%s" % (os.getuid(), h))
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise VcError("%s: not a private directory of this user (SSH control sockets)" % d)
+    return d
+
+
+def ssh_mux_options(mux_dir: str) -> List[str]:
+    """``ssh`` options that share one connection per host: the first ``ssh`` becomes the
+    master and stays :data:`SSH_PERSIST` s in the background (its stdio on /dev/null), the
+    next ones open a session on it (no TCP handshake, key exchange or authentication). A
+    stale socket is removed by ``ssh`` itself; keepalives end a master whose host is gone."""
+    return ["-o", "ControlMaster=auto", "-o", "ControlPath=%s/%%C" % mux_dir,
+            "-o", "ControlPersist=%d" % SSH_PERSIST,
+            "-o", "ServerAliveInterval=%s" % SSH_ALIVE[0],
+            "-o", "ServerAliveCountMax=%s" % SSH_ALIVE[1]]
+
+
+def ssh_command(state_dir: str, connect_timeout: int = 10) -> str:
+    """The ``ssh`` libvirt's ``qemu+ssh://`` transport runs (its URI's ``command=``): a
+    script ``<state_dir>/ssh/vc-ssh`` that runs ``ssh`` with :func:`ssh_mux_options`, so
+    libvirt's connections and the host commands share one SSH connection per host, and with a
+    ``ConnectTimeout`` (libvirt's transport has none). Written (atomically) when it differs."""
+    d = os.path.join(state_dir, "ssh")
+    os.makedirs(d, 0o700, exist_ok=True)
+    path = os.path.join(d, "vc-ssh")
+    opts = ["-o", "ConnectTimeout=%d" % connect_timeout] + ssh_mux_options(ssh_mux_dir(state_dir))
+    text = "#!/bin/sh\n# made by VC (vc/remote.py ssh_command): libvirt's ssh, sharing connections\n" \
+        "exec ssh %s \"$@\"\n" % shlex.join(opts)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    tmp = "%s.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, path)
+    return path
+
+
+def shared_ssh_uri(uri: str, state_dir: str) -> str:
+    """``uri`` with ``command=`` :func:`ssh_command` for a ``qemu+ssh://`` URI that names no
+    ``command`` of its own; any other URI unchanged."""
+    u = urlsplit(uri)
+    if not u.scheme.endswith("+ssh") or any(k == "command" for k, _ in parse_qsl(u.query)):
+        return uri
+    q = (u.query + "&" if u.query else "") + "command=" + quote(ssh_command(state_dir), safe="/")
+    return urlunsplit((u.scheme, u.netloc, u.path, q, u.fragment))
 
 
 ##################

@@ -17,10 +17,12 @@ from vc.steps import ClusterError
 LOG = logging.getLogger(__name__)
 
 
-def _open_libvirt_host(name, uri):
+def _open_libvirt_host(name, uri, state_dir=None):
     from vc import virt
 
-    return virt.Host(uri, name=name)
+    # qemu+ssh: libvirt's ssh shares one connection per host with the host commands
+    return virt.Host(uri, name=name, connect_uri=remote.shared_ssh_uri(uri, state_dir)
+                     if state_dir else None)
 
 
 class Services:
@@ -44,7 +46,8 @@ class Services:
                  registrar=None, target_exec=None, host_exec=None, probe=None):
         self.cfg, self.db, self.clock, self.actor = cfg, db, clock, actor
         # libvirt is imported only when a host is first used (an idle tick never needs it)
-        self.open_host = open_host or _open_libvirt_host
+        self.open_host = open_host or (lambda name, uri: _open_libvirt_host(
+            name, uri, cfg.site.state_dir))
         self.execute = execute or remote.run_local
         self.progress = progress or (lambda msg: LOG.info("%s", msg))
         self.networks = networks or network.LibvirtNetworks()
@@ -71,7 +74,9 @@ class Services:
         """How to run a command on a physical host."""
         if self._host_exec:
             return self._host_exec(name)
-        return remote.executor_for_uri(next(h.uri for h in self.cfg.hosts if h.name == name))
+        uri = next(h.uri for h in self.cfg.hosts if h.name == name)
+        return remote.executor_for_uri(uri, mux_dir=remote.ssh_mux_dir(self.cfg.site.state_dir)
+                                       if uri.startswith("qemu+ssh:") else None)
 
     def registrar(self, plan=None):
         if self._registrar is not None:

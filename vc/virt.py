@@ -124,14 +124,18 @@ class Host:
     :param uri: the libvirt URI.
     :param name: how messages name the host (default: the URI).
     :param opener: ``opener(uri) -> connection``, for tests (default ``libvirt.open``).
+    :param connect_uri: the URI to open instead of ``uri`` (default ``uri``).
     """
 
     # where the QEMU driver of a system daemon writes <domain>.pid
     QEMU_RUN_DIR = "/run/libvirt/qemu"
 
     def __init__(self, uri: str, name: Optional[str] = None,
-                 opener: Optional[Callable[[str], object]] = None):
+                 opener: Optional[Callable[[str], object]] = None,
+                 connect_uri: Optional[str] = None):
         self.uri = uri
+        # what is opened (the URI plus VC's shared-SSH command=); messages name ``uri``
+        self.connect_uri = connect_uri or uri
         self.name = name or uri
         self._opener = opener
         self._conn = None
@@ -176,7 +180,7 @@ class Host:
             _silence_libvirt()
             opener = libvirt.open
         try:
-            conn = opener(self.uri)
+            conn = opener(self.connect_uri)
         except LibvirtError as e:
             raise self._error("connect to %s" % self.uri, e) from e
         LOG.debug("host %s: connected to %s", self.name, self.uri)

@@ -1,8 +1,8 @@
 """Real multi-host: the root libvirtd plus a second libvirtd in its own mount + network
 namespace (``tools/host.sh``), reached as ``qemu+ssh://root@10.230.N.2/system`` over a veth
 underlay. A cluster spread over both, joined by VXLAN; the owner logs in; another cluster stays
-out; host loss → the tick re-places the lost nodes, the returning host is fenced; bad hosts give
-clear errors. Every name carries the run's prefix; ``stop`` leaves nothing on either host."""
+out; host loss (a crash, or its underlay cut while its QEMU runs on) → the tick re-places the lost
+nodes, the returning host is fenced; bad hosts give clear errors. Every name carries the run's prefix; ``stop`` leaves nothing on either host."""
 
 import json
 import os
@@ -58,6 +58,18 @@ class NsHost:
     def virsh(self, *args):
         return subprocess.run(["virsh", "-q", "-c", self.uri] + list(args), capture_output=True,
                               text=True, timeout=60)
+
+    def local_virsh(self, *args):
+        """virsh inside the namespace (its own libvirtd), when the underlay is cut."""
+        return subprocess.run(["nsenter", "-t", self.holder(), "-m", "-n", "virsh", "-q", "-c",
+                               "qemu:///system"] + list(args), capture_output=True, text=True,
+                              timeout=60)
+
+    def underlay(self, up: bool):
+        """Cut (or mend) the host's underlay from inside its namespace: its end of the veth
+        down. Its libvirtd, sshd and QEMU keep running: a network partition, not a crash."""
+        subprocess.run(["nsenter", "-t", self.holder(), "-n", "ip", "link", "set", "eth0",
+                        "up" if up else "down"], check=True)
 
     def links(self):
         out = subprocess.run(["nsenter", "-t", self.holder(), "-n", "ip", "-o", "-d", "link"],
@@ -210,6 +222,51 @@ def test_host_loss_replaces_and_fences(two, db):
     events = [e["reason"] for e in db.query("SELECT reason FROM vcevent WHERE rack=%s ORDER BY "
                                              "id", (rack,))]
     assert any(e.startswith("fence: h2") for e in events), events
+    ok(env.ctl("stop", str(rack)))
+    nothing_left(env, rack)
+
+
+def test_underlay_cut_replaces_and_fences_the_still_running_copies(two, db):
+    """A partition, not a crash: the host's QEMU keeps running behind a cut underlay. The next
+    tick marks the host unreachable and re-places its nodes on h1 (same MAC/IP/name). Here both
+    hosts share one filesystem, so the still-running copy on h2 holds QEMU's lock on the disk:
+    the copy on h1 cannot start, never two copies. Once the link is back, one tick destroys and
+    undefines the stale copies on h2 (before the host counts as reachable) and boots the node
+    on h1, where it answers the owner."""
+    env, h2 = two, two.h2
+    rack = reserve(env, computes=2)
+    ok(env.ctl("start", str(rack), "--wait-ready"))
+    on2 = [n["name"] for n in nodes(env, rack) if n["host"] == "h2"]
+    assert on2
+    before = {n["name"]: (n["mac"], n["ip"]) for n in nodes(env, rack)}
+    gw = next(n for n in nodes(env, rack) if n["appliance"] == "gateway")
+    h2.underlay(False)
+    cut = time.monotonic()
+    try:
+        env.cron()
+        ns = nodes(env, rack)
+        assert db.query("SELECT reachable FROM vchost WHERE name='h2'")[0]["reachable"] == 0
+        assert all(n["host"] == "h1" for n in ns), ns
+        assert {n["name"]: (n["mac"], n["ip"]) for n in ns} == before
+        for n in on2:   # the disk is locked by the copy behind the cut: not started twice
+            assert virsh("domstate", "%s-%s" % (env.prefix, n)).stdout.strip() != "running"
+            assert h2.local_virsh("domstate", "%s-%s" % (env.prefix, n)).stdout.strip() \
+                == "running"
+    finally:
+        h2.underlay(True)
+    r = ok(env.cron())
+    back = time.monotonic() - cut
+    assert h2.traces(env.prefix)["domains"] == [], r.stderr
+    assert db.query("SELECT reachable FROM vchost WHERE name='h2'")[0]["reachable"] == 1
+    events = [e["reason"] for e in db.query("SELECT reason FROM vcevent WHERE rack=%s ORDER BY "
+                                             "id", (rack,))]
+    assert any(e.startswith("fence: h2") for e in events), events
+    for n in on2:                          # one copy of each, on h1, answering
+        until(lambda n=n: virsh("domstate", "%s-%s" % (env.prefix, n)).stdout.strip()
+              == "running" or env.cron() and False, what="%s running on h1" % n, timeout=120)
+        until(lambda n=n: ssh(env.key, gw["public_ip"], "ssh", n, "hostname").stdout.strip()
+              == n, what="%s answering on h1" % n, timeout=120)
+    print("\nunderlay cut: fenced and running on h1 %.1f s after the cut" % back)
     ok(env.ctl("stop", str(rack)))
     nothing_left(env, rack)
 

@@ -111,7 +111,9 @@ def test_start_allocates_registers_and_boots(make, db):
     assert "10.200.0.3\tcompute-%d-0" % rack in hosts
 
     # disks: one qcow2 overlay per node over the appliance image, sized from the reservation
-    creates = [a for a in rec.calls if a[:2] == ["qemu-img", "create"]]
+    # (the nodes' overlays are made in parallel: in any order)
+    creates = sorted((a for a in rec.calls if a[:2] == ["qemu-img", "create"]),
+                     key=lambda a: "gateway" not in a[8])
     assert creates[0] == ["qemu-img", "create", "-f", "qcow2", "-F", "qcow2", "-b",
                           cfg.virt.gateway_image,
                           designer.disk_path(cfg, "gateway-%d-0" % rack), "5G"]

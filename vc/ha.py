@@ -126,8 +126,11 @@ class Healer:
             if target is None:
                 raise steps.ClusterError("no other host has room for %s (%d MB)" % (
                     node.name, node.memory_mb))
-            cur.execute("UPDATE vcnode SET host = %s, updated_at = %s WHERE rack = %s AND "
-                        "name = %s", (target, naive_utc(ctl.clock()), plan.rack, node.name))
+            # 'moving' until its boot there succeeds (steps.boot records it running): a boot that
+            # fails leaves it so, not 'running' on a host where nothing runs
+            cur.execute("UPDATE vcnode SET host = %s, state = 'moving', updated_at = %s WHERE "
+                        "rack = %s AND name = %s", (target, naive_utc(ctl.clock()), plan.rack,
+                                                    node.name))
             return target
 
         target = ctl.db.transaction(pick)

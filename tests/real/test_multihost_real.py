@@ -7,6 +7,7 @@ nodes, the returning host is fenced; bad hosts give clear errors. Every name car
 import json
 import os
 import random
+import socket
 import subprocess
 import time
 import uuid
@@ -70,6 +71,16 @@ class NsHost:
         down. Its libvirtd, sshd and QEMU keep running: a network partition, not a crash."""
         subprocess.run(["nsenter", "-t", self.holder(), "-n", "ip", "link", "set", "eth0",
                         "up" if up else "down"], check=True)
+        if up:  # mended when its sshd answers across it again (the link takes a moment)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((self.ip, 22), timeout=1).close()
+                    return
+                except OSError:
+                    time.sleep(0.2)
+            raise AssertionError("%s: sshd does not answer 30 s after the underlay is up"
+                                 % self.name)
 
     def links(self):
         out = subprocess.run(["nsenter", "-t", self.holder(), "-n", "ip", "-o", "-d", "link"],

@@ -13,25 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from realenv import RealEnv
-from test_storage_real import Services
-
-
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory):
-    s = Services(str(tmp_path_factory.mktemp("preflight-var")))
-    r = s.tool("start", check=False)
-    try:
-        if r.returncode:
-            pytest.fail("cannot start sshd/tgtd: %s" % r.stderr.strip()[-2000:])
-        s.fingerprint = s.read_env()["VC_STORAGE_FINGERPRINT"]
-        yield s
-    finally:
-        s.tool("stop", check=False)
-
-
-def ok(r):
-    assert r.returncode == 0, (r.stdout, r.stderr)
-    return r
+from test_cluster_storage_real import ok, svc  # noqa: F401  (fixture: sshd + tgtd)
 
 
 @pytest.fixture

@@ -191,14 +191,19 @@ def test_cluster_across_two_real_hosts(two, db):
                     (rack, other))[0]["n"] == 0
 
 
-def test_host_loss_replaces_and_fences(two, db):
-    env, h2 = two, two.h2
-    # room for the whole cluster on h1 once h2 is gone
+def start_spread(env):
+    """A 1+2 cluster started ready over h1 and h2: (rack, the nodes on h2, name -> (MAC, IP))."""
     rack = reserve(env, computes=2)
     ok(env.ctl("start", str(rack), "--wait-ready"))
     on2 = [n["name"] for n in nodes(env, rack) if n["host"] == "h2"]
     assert on2
-    before = {n["name"]: (n["mac"], n["ip"]) for n in nodes(env, rack)}
+    return rack, on2, {n["name"]: (n["mac"], n["ip"]) for n in nodes(env, rack)}
+
+
+def test_host_loss_replaces_and_fences(two, db):
+    env, h2 = two, two.h2
+    # room for the whole cluster on h1 once h2 is gone
+    rack, on2, before = start_spread(env)
     h2.tool("kill")                       # the host crashes: libvirtd, sshd, QEMU
     lost = time.monotonic()
     ticks = 0
@@ -245,11 +250,7 @@ def test_underlay_cut_replaces_and_fences_the_still_running_copies(two, db):
     undefines the stale copies on h2 (before the host counts as reachable) and boots the node
     on h1, where it answers the owner."""
     env, h2 = two, two.h2
-    rack = reserve(env, computes=2)
-    ok(env.ctl("start", str(rack), "--wait-ready"))
-    on2 = [n["name"] for n in nodes(env, rack) if n["host"] == "h2"]
-    assert on2
-    before = {n["name"]: (n["mac"], n["ip"]) for n in nodes(env, rack)}
+    rack, on2, before = start_spread(env)
     gw = next(n for n in nodes(env, rack) if n["appliance"] == "gateway")
     h2.underlay(False)
     cut = time.monotonic()

@@ -345,22 +345,20 @@ class BootGateways(Step):
         gws = [n for n in r.plan.nodes if n.appliance == designer.GATEWAY]
         vols = r.vols()
         for n in gws:
-            t = _Launch(lambda n=n: boot(r.ctl, r.plan, n, True, vols, wait=False))
+            t = threading.Thread(target=_launch, args=(r, n, vols), daemon=True)
             t.start()
             r.launching.append(t)
         return ", ".join(n.name for n in gws) + " launching"
 
 
-class _Launch(threading.Thread):
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn, self.error = fn, None
-
-    def run(self):
-        try:
-            self.fn()
-        except Exception as e:  # raised by the step that joins it
-            self.error = e
+def _launch(r, node, vols) -> None:
+    """Define and start one gateway without waiting; a failure is only logged: the next step
+    boots it again (define, start, wait, one retry) and raises what still fails."""
+    try:
+        boot(r.ctl, r.plan, node, True, vols, wait=False)
+    except Exception as e:
+        LOG.warning("rack %d: launching %s failed (boot_computes retries it): %s", r.rack,
+                    node.name, e)
 
 
 class BootComputes(Step):

@@ -5,7 +5,6 @@ import os
 import shutil
 import stat
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -221,26 +220,12 @@ def test_blkid_sees_cidata(tmp_path):
     assert "LABEL=cidata" in r.stdout.split() and "TYPE=iso9660" in r.stdout.split(), r
 
 
-@pytest.mark.skipif(not shutil.which("isoinfo"), reason="isoinfo (genisoimage) is not installed")
 def test_isoinfo_lists_rock_ridge_names(tmp_path):
     path = str(tmp_path / "seed.iso")
     seed.write_iso(path, seed.render(gateway()))
     r = subprocess.run(["isoinfo", "-l", "-R", "-i", path], capture_output=True, text=True)
     names = [line.split()[-1] for line in r.stdout.splitlines() if line.startswith("-")]
     assert names == ["meta-data", "network-config", "user-data"], r.stdout
-
-
-def test_seed_is_fast(tmp_path):
-    files = seed.render(gateway())
-    path = str(tmp_path / "seed.iso")
-    seed.write_iso(path, files)  # imports
-    n = 20
-    t = time.perf_counter()
-    for _ in range(n):
-        seed.write_iso(path, seed.render(gateway()))
-    ms = (time.perf_counter() - t) / n * 1000
-    print("seed render + ISO: %.1f ms, %d bytes" % (ms, os.path.getsize(path)))
-    assert ms < 100  # measured ~3 ms; generous for a loaded CI machine
 
 
 @pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False), reason="PyYAML without libyaml")

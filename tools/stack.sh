@@ -27,7 +27,7 @@ APT_PKGS="mariadb-server-core galera-4 mariadb-client python3-venv python3-dev g
           libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           dnsmasq-base iptables busybox-static tzdata
           apache2 libapache2-mod-wsgi-py3 libapache2-mod-authnz-external pwauth chromium
-          openvswitch-switch ethtool nftables mmdebstrap"
+          openvswitch-switch ethtool nftables mmdebstrap genisoimage"
 
 install_packages() { apt_ensure $APT_PKGS; }
 

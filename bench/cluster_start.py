@@ -13,7 +13,8 @@
 Needs the project's services (``make services``) and the demo's public network (the gateways'
 second NIC; ``tools/public-net.sh start``). Uses a throw-away database and name prefix.
 
-    .venv/bin/python bench/cluster_start.py [--sizes 1,4,8] [--skip-serial]
+    .venv/bin/python bench/cluster_start.py [--sizes 1,4,8] [--repeat 3] [--skip-serial]
+        [--skip-test-driver]
 """
 
 import argparse
@@ -81,7 +82,7 @@ def one(cfg, db, computes, real):
     t0 = time.perf_counter()
     c.start(rack)
     t_run = time.perf_counter() - t0
-    t_addr = t_ready = floor = None
+    t_addr = t_ready = saved = None
     if real:
         names = [n["name"] for n in db.query("SELECT name FROM vcnode WHERE rack=%s", (rack,))]
         pending, up = set(names), set()
@@ -105,9 +106,38 @@ def one(cfg, db, computes, real):
     t1 = time.perf_counter()
     c.stop(rack)
     t_stop = time.perf_counter() - t1
-    if real:
-        floor = bare_libvirt(cfg, saved)
-    return t_run, t_addr, t_stop, t_ready, floor
+    return t_run, t_addr, t_stop, t_ready, saved if real else None
+
+
+def settle(seconds=3.0):
+    """Before each timed start: no guest of ours still exiting, then a pause, so that VC and
+    the floor each begin on the same quiet machine (a start right after 8 guests were torn
+    down measured up to 1.4x slower than the same start after a pause)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and subprocess.run(
+            ["pgrep", "-f", "qemu-system.*-name guest=vb"], capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    time.sleep(seconds)
+
+
+def samples(cfg, db, computes, real, repeat):
+    """``repeat`` samples of ``(vc start, addressed, stop, ready, floor)``; VC and the floor
+    take turns going first (the floor replays the cluster VC made in the first sample)."""
+    out, saved = [], None
+    for i in range(repeat):
+        floor = None
+        if real and saved is not None and i % 2:
+            settle()
+            floor = bare_libvirt(cfg, saved)
+        if real:
+            settle()
+        t_run, t_addr, t_stop, t_ready, made = one(cfg, db, computes, real)
+        saved = saved or made
+        if real and floor is None:
+            settle()
+            floor = bare_libvirt(cfg, saved)
+        out.append((t_run, t_addr, t_stop, t_ready, floor))
+    return out
 
 
 def save_cluster(cfg, c, rack, names):
@@ -170,10 +200,18 @@ def bare_libvirt(cfg, saved):
     return took
 
 
+def median(xs):
+    xs = sorted(x for x in xs if x == x)  # NaN (not reached) left out
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,4,8")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="samples per size (medians are printed; ratios are of medians)")
     ap.add_argument("--skip-serial", action="store_true")
+    ap.add_argument("--skip-test-driver", action="store_true")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     env = db_env()
@@ -184,7 +222,8 @@ def main():
     state = "/tmp/vc-bench-%s" % uuid.uuid4().hex[:6]
     try:
         results = {}
-        modes = [("test driver", False, 8), ("real QEMU, parallel", True, 8)]
+        modes = [] if args.skip_test_driver else [("test driver", False, 8)]
+        modes.append(("real QEMU, parallel", True, 8))
         if not args.skip_serial:
             modes.append(("real QEMU, serial", True, 1))
         for label, real, par in modes:
@@ -192,15 +231,19 @@ def main():
             db = Database(cfg)
             db.upgrade(timeutil.utcnow())
             for n in sizes:
-                r = one(cfg, db, n, real)
+                got = samples(cfg, db, n, real, args.repeat)
+                r = tuple(median([s[k] for s in got]) if got[0][k] is not None else None
+                          for k in range(5))
                 results[(label, n)] = r
                 extra = ""
                 if real:
                     extra = (", all addressed %6.2f s, all ready (SSH) %6.2f s; bare libvirt "
                              "%5.2f s: vc_ctl start / bare x%.2f" % (r[1], r[3], r[4],
                                                                       r[0] / r[4]))
+                    extra += " [samples: %s]" % ", ".join(
+                        "%.2f/%.2f" % (s[0], s[4]) for s in got)
                 print("%-22s 1+%d computes: all running %6.2f s%s, stop %5.2f s" % (
-                    label, n, r[0], extra, r[2]))
+                    label, n, r[0], extra, r[2]), flush=True)
         lo, hi = min(sizes), max(sizes)
         for label, real, _ in modes:
             a, b = results[(label, lo)], results[(label, hi)]
@@ -208,9 +251,10 @@ def main():
             if real:
                 line += ", addressed x%.2f, ready x%.2f" % (b[1] / a[1], b[3] / a[3])
             print(line)
-        per_node = [results[("test driver", n)][0] / (n + 1) for n in sizes]
-        print("VC overhead per node (test driver): %.1f ms (max over sizes)" %
-              (max(per_node) * 1000))
+        if not args.skip_test_driver:
+            per_node = [results[("test driver", n)][0] / (n + 1) for n in sizes]
+            print("VC overhead per node (test driver): %.1f ms (max over sizes)" %
+                  (max(per_node) * 1000))
         if not args.skip_serial:
             for n in sizes:
                 s, p = results[("real QEMU, serial", n)], results[("real QEMU, parallel", n)]

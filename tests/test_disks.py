@@ -27,8 +27,7 @@ def test_create_cow_disk_argv(tmp_path):
     assert ex.calls == [
         ["qemu-img", "info", "--output=json", base],
         ["qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", base, path, "5G"],
-        ["chmod", "600", path],
-    ]
+    ]   # the file's mode 600 is os.chmod's, no process (test_cow_disk_with_real_qemu_img)
     assert mode(d) == 0o700  # made private before qemu-img makes the file in it
 
 
@@ -38,7 +37,7 @@ def test_create_cow_disk_makes_paths_absolute(tmp_path, monkeypatch):
     assert disks.create_cow_disk("n0.qcow2", "base.qcow2", 1, execute=ex) is True
     assert ex.calls[1][-4:] == ["-b", str(tmp_path / "base.qcow2"), str(tmp_path / "n0.qcow2"),
                                 "1G"]
-    assert ex.calls[2] == ["chmod", "600", str(tmp_path / "n0.qcow2")]
+    assert len(ex.calls) == 2
 
 
 def test_create_cow_disk_existing_is_a_noop(tmp_path):
@@ -60,8 +59,8 @@ def test_an_existing_loose_disk_and_its_directory_are_made_private(tmp_path):
     os.chmod(str(path), 0o644)  # made before disks were private
     ex = RecordingExecutor()
     assert disks.create_cow_disk(str(path), "/base.img", 5, execute=ex) is False
-    assert ex.calls == [["chmod", "600", str(path)]]
-    assert mode(d) == 0o700 and path.read_text() == "data"
+    assert ex.calls == []
+    assert mode(path) == 0o600 and mode(d) == 0o700 and path.read_text() == "data"
 
 
 def test_private_dir(tmp_path):
@@ -71,6 +70,16 @@ def test_private_dir(tmp_path):
     assert disks.private_dir(str(d)) is False
     os.chmod(str(d), 0o755)
     assert disks.private_dir(str(d)) is True and mode(d) == 0o700
+
+
+def test_image_format_is_read_once_per_file_version(tmp_path):
+    base = tmp_path / "base.img"
+    base.write_bytes(b"x" * 512)
+    ex = RecordingExecutor(outputs={INFO: '{"format": "raw"}'})
+    assert disks.image_format(str(base), ex) == disks.image_format(str(base), ex) == "raw"
+    assert len(ex.calls) == 1
+    base.write_bytes(b"y" * 1024)        # replaced: read again
+    assert disks.image_format(str(base), ex) == "raw" and len(ex.calls) == 2
 
 
 def test_image_format_garbage():

@@ -39,6 +39,7 @@ class Run:
     preboot: bool = False              # the tick's pre-boot: early, the reserved start kept
     _vols: Optional[list] = field(default=None, repr=False)
     launching: list = field(default_factory=list, repr=False)  # boot_gateways' launch threads
+    launched: set = field(default_factory=set, repr=False)     # ... and the names they started
 
     @property
     def cfg(self):
@@ -356,6 +357,7 @@ def _launch(r, node, vols) -> None:
     boots it again (define, start, wait, one retry) and raises what still fails."""
     try:
         boot(r.ctl, r.plan, node, True, vols, wait=False)
+        r.launched.add(node.name)
     except Exception as e:
         LOG.warning("rack %d: launching %s failed (boot_computes retries it): %s", r.rack,
                     node.name, e)
@@ -379,7 +381,7 @@ class BootComputes(Step):
         del r.launching[:]
         for n in r.plan.nodes:
             if n.appliance == designer.GATEWAY:
-                boot(r.ctl, r.plan, n, vols=r.vols())
+                boot(r.ctl, r.plan, n, vols=r.vols(), launched=n.name in r.launched)
         return "%d computes" % len(cps)
 
 
@@ -402,13 +404,14 @@ def node_spec(ctl, plan, node, vols):
                                 seed=designer.seed_path(ctl.cfg, node.name))
 
 
-def boot(ctl, plan, node, own_connection=False, vols=None, wait=True) -> None:
+def boot(ctl, plan, node, own_connection=False, vols=None, wait=True, launched=False) -> None:
     """Define and start one node; wait until it runs (one retry: destroy, start again).
 
     :param vols: the cluster's attached volumes (None: read them).
     :param own_connection: use a connection of its own (parallel boots: libvirtd serves at
         most ``max_client_requests`` (5) calls of one connection at a time).
     :param wait: False: define and start it only (a later ``boot`` waits and retries).
+    :param launched: it was defined and started (``wait=False``) already: wait only.
     """
     if vols is None:
         vols = [v for v in volumes(ctl.db, plan.rack) if v["iqn"]]
@@ -416,27 +419,25 @@ def boot(ctl, plan, node, own_connection=False, vols=None, wait=True) -> None:
     if own_connection and not getattr(shared, "state_per_connection", False):
         host = ctl.open_host(node.host, shared.uri)
         try:
-            return _boot_on(ctl, host, plan, node, vols, wait)
+            return _boot_on(ctl, host, plan, node, vols, wait, launched)
         finally:
             host.close()
-    return _boot_on(ctl, shared, plan, node, vols, wait)
+    return _boot_on(ctl, shared, plan, node, vols, wait, launched)
 
 
-def _boot_on(ctl, host, plan, node, vols, wait=True):
+def _boot_on(ctl, host, plan, node, vols, wait=True, launched=False):
     spec = node_spec(ctl, plan, node, vols)
     timeout = ctl.cfg.virt.boot_timeout
-    # the CHAP secrets its iSCSI disks name, on its host before the domain that names them
-    for usage, secret in iscsi.libvirt_secrets(ctl.cfg, node.appliance, vols):
-        host.ensure_secret(usage, secret)
-    host.define(spec)
+    if not launched:
+        # the CHAP secrets its iSCSI disks name, on its host before the domain that names them
+        for usage, secret in iscsi.libvirt_secrets(ctl.cfg, node.appliance, vols):
+            host.ensure_secret(usage, secret)
+        host.launch(spec)
     if not wait:
-        if host.state(spec.name) != "running":
-            host.start(spec.name)
         return
     for attempt in (1, 2):
         if attempt == 2:
             host.destroy(spec.name)
-        if host.state(spec.name) != "running":
             host.start(spec.name)
         if host.wait_state(spec.name, "running", timeout):
             set_node(ctl, plan.rack, node.name, "running", booted=True)

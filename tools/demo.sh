@@ -56,9 +56,16 @@ if [ -z "$live" ]; then
   live=$("$CTL" list --json | /usr/bin/python3 -c '
 import json, sys; print([r["rack"] for r in json.load(sys.stdin) if r["state"] == "reserved"][-1])')
 fi
-"$CTL" start "$live" --wait-ready || log "rack $live is running but not every node answers yet"
+"$CTL" start "$live" --wait-ready || true
 "$CTL" list
-"$CTL" status "$live"
+state=$("$CTL" list --json | /usr/bin/python3 -c '
+import json, sys; print(next(r["state"] for r in json.load(sys.stdin) if r["rack"] == int(sys.argv[1])))' "$live")
+if [ "$state" != running ]; then
+  "$CTL" show "$live" >&2 || true
+  die "rack $live did not start (state $state; the error is above): fix the cause, then
+  ./sbin/vc_ctl.py start $live     (resumes where it failed; or: ./sbin/vc_ctl.py stop $live)"
+fi
+"$CTL" status "$live" || log "rack $live runs, but not every node answers yet (vc_ctl.py show $live)"
 PUBIP=$("$CTL" show "$live" --json | /usr/bin/python3 -c '
 import json, sys; print(next((n["public_ip"] for n in json.load(sys.stdin)["nodes"] if n["public_ip"]), ""))')
 cat <<MSG

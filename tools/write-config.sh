@@ -18,18 +18,29 @@ mkdir -p "$VAR/state/images" "$VAR/log"
 # make demo HOSTS=N: the namespace hosts vh2..vhN (tools/host.sh, already up) as [host:vhI]
 # sections, appended to a kept configuration too (those it lacks); this machine's underlay
 # address is vh2's .1 (VXLAN between namespace hosts needs IP forwarding here: not enabled)
+# All of them share this machine's memory: the first time they are added, localhost's
+# memory_mb is split evenly among the N hosts (the same free memory on each, so placement
+# spreads a cluster over them). The demo's iSCSI target listens on 127.0.0.1, which only this
+# machine's libvirtd reaches: localhost's initiator is 127.0.0.1, and a gateway with a volume
+# that lands on a namespace host fails at boot with QEMU's iSCSI error (README, "make demo HOSTS").
 extra_hosts() {
-  local i u ip
-  for i in $(seq 2 "${VC_HOSTS:-1}"); do
+  local i u ip mem per
+  [ "${VC_HOSTS:-1}" -gt 1 ] || return 0
+  mem=$(sed -n '/^\[host:localhost\]/,/^\[/s/^memory_mb *= *//p' "$OUT" | head -n1)
+  per=$(( ${mem:-4096} / VC_HOSTS ))
+  if ! grep -q "^underlay_ip = 10.230" <(sed -n '/^\[host:localhost\]/,/^\[/p' "$OUT"); then
+    u=$(bash "$ROOT/tools/host.sh" uri vh2); ip=${u#*@}; ip=${ip%%/*}
+    sed -i -e "/^\[host:localhost\]/a underlay_ip = ${ip%.2}.1\ninitiator = 127.0.0.1" \
+      -e "/^\[host:localhost\]/,/^\[/s/^memory_mb *= *.*/memory_mb = $per/" "$OUT"
+  else
+    per=$mem
+  fi
+  for i in $(seq 2 "$VC_HOSTS"); do
     grep -q "^\[host:vh$i\]" "$OUT" 2>/dev/null && continue
     u=$(bash "$ROOT/tools/host.sh" uri "vh$i"); ip=${u#*@}; ip=${ip%%/*}
-    printf '\n[host:vh%s]\nuri = %s\nmemory_mb = 1024\nvcpus = 4\nunderlay_ip = %s\n' \
-      "$i" "$u" "$ip" >>"$OUT"
+    printf '\n[host:vh%s]\nuri = %s\nmemory_mb = %s\nvcpus = 4\nunderlay_ip = %s\n' \
+      "$i" "$u" "$per" "$ip" >>"$OUT"
   done
-  if [ "${VC_HOSTS:-1}" -gt 1 ] && ! grep -q "^underlay_ip = 10.230" <(sed -n '/^\[host:localhost\]/,/^\[/p' "$OUT"); then
-    u=$(bash "$ROOT/tools/host.sh" uri vh2); ip=${u#*@}; ip=${ip%%/*}
-    sed -i "/^\[host:localhost\]/a underlay_ip = ${ip%.2}.1" "$OUT"
-  fi
 }
 FE=${VC_FRONTEND:-1}
 # make demo ISOLATION=ovs [OVS_BRIDGE=...]: VC_ISOLATION (empty: vxlan for a new file, a kept one

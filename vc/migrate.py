@@ -66,7 +66,8 @@ class Result:
     source: str
     target: Optional[str] = None
     ok: bool = False
-    seconds: Optional[float] = None
+    seconds: Optional[float] = None    # in all: network, segment, storage, migration
+    migration_seconds: Optional[float] = None   # libvirt's migration call alone
     storage: Optional[str] = None      # "shared" or "copied"
     error: Optional[str] = None
 
@@ -230,7 +231,9 @@ def _move(ctl, rack, name, source, target, shared, migrate, timeout) -> Result:
         uri = "tcp://%s" % (("[%s]" % ip) if ":" in ip else ip) if ip else None
         ctl.progress("rack %d: migrating %s from %s to %s (%s storage)" % (
             rack, name, source, target, res.storage))
+        t1 = time.monotonic()
         migrate(src, dst, dom, uri, flags, timeout)
+        res.migration_seconds = round(time.monotonic() - t1, 2)
     except Exception as e:
         res.error = str(e)
         if _where(src, dst, dom) == "target":

@@ -2,8 +2,10 @@
 libvirtd (h2, ``tools/host.sh``); ``host drain h2 --migrate`` moves h2's nodes to h1 while they
 run. Proof that it was *live*: a process started on each moved node before (seen from the
 gateway over ssh) still runs after, with the same PID, the same kernel boot id and an uptime
-that went on counting. Both hosts share this machine's filesystem: the overlay stays where it
-is (``VIR_MIGRATE_UNSAFE``, see vc/migrate.py)."""
+that went on counting. Then back: the computes move to h2, the gateway cannot (its public
+network is on h1 only) and stays running on h1, nothing of it on h2. Both hosts share this
+machine's filesystem: the overlay stays where it is (``VIR_MIGRATE_UNSAFE``, see
+vc/migrate.py)."""
 
 import json
 import time
@@ -72,6 +74,40 @@ def test_drain_migrate_moves_running_nodes_live(two, db):  # noqa: F811
         assert any(ln.split()[1] == n and " h1 " in ln for ln in shown.splitlines()
                    if ln.startswith("node ")), shown
     print("\nhost drain h2 --migrate: %d node(s) in %.1f s; per node: %s" % (
-        len(on2), took, ", ".join("%s %.1f s" % (n, x["seconds"]) for n, x in res.items())))
+        len(on2), took, ", ".join("%s %.1f s (migration %.1f s)" % (n, x["seconds"], x["migration_seconds"])
+                  for n, x in res.items())))
+
+    # back the other way (root libvirtd -> namespace host, tcp://<h2's underlay address>): the
+    # computes move; the gateway cannot (its public network exists on h1 only): it stays on
+    # h1, running, nothing of it defined on h2, and the command says so and exits 1
+    ok(env.ctl("host", "enable", "h2"))
+    cps = [n["name"] for n in ns if n["appliance"] == "compute"]
+    for n in cps:
+        r = ssh(env.key, gw["public_ip"], "ssh", n,
+                "'sleep 86399 </dev/null >/dev/null 2>&1 & echo $!'")
+        assert r.returncode == 0, r.stderr
+        pids[n] = int(r.stdout.split()[-1])
+        seen[n] = probe(env, gw["public_ip"], n, pids[n])
+    r = env.ctl("host", "drain", "h1", "--migrate", "--json")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    got = json.loads(r.stdout)["migrate"]
+    res = {x["node"]: x for x in got["results"]}
+    assert got["failed"] == 1 and not res[gw["name"]]["ok"], got
+    assert "network" in res[gw["name"]]["error"].lower(), res[gw["name"]]
+    assert all(res[n]["ok"] and res[n]["target"] == "h2" for n in cps), res
+    gdom = "%s-%s" % (env.prefix, gw["name"])
+    assert virsh("domstate", gdom).stdout.strip() == "running"
+    assert h2.virsh("domstate", gdom).returncode != 0        # not defined there
+    assert sorted(h2.traces(env.prefix)["domains"]) == sorted(
+        "%s-%s" % (env.prefix, n) for n in cps)
+    assert {n["name"]: n["host"] for n in nodes(env, rack)} == dict(
+        {n: "h2" for n in cps}, **{gw["name"]: "h1"})
+    for n in cps:
+        boot, up, cmd = probe(env, gw["public_ip"], n, pids[n])
+        assert (boot, cmd) == (seen[n][0], "sleep 86399") and up > seen[n][1], (n, cmd)
+    print("back to h2: %s; gateway refused: %s" % (
+        ", ".join("%s %.1f s (migration %.1f s)" % (n, res[n]["seconds"],
+                                                    res[n]["migration_seconds"]) for n in cps), res[gw["name"]]["error"]))
+    ok(env.ctl("host", "enable", "h1"))
     ok(env.ctl("stop", str(rack)))
     nothing_left(env, rack)

@@ -535,8 +535,8 @@ def ssh_command(state_dir: str, connect_timeout: int = 10) -> str:
     os.makedirs(d, 0o700, exist_ok=True)
     path = os.path.join(d, "vc-ssh")
     opts = ["-o", "ConnectTimeout=%d" % connect_timeout] + ssh_mux_options(ssh_mux_dir(state_dir))
-    text = "#!/bin/sh\n# made by VC (vc/remote.py ssh_command): libvirt's ssh, sharing connections\n" \
-        "exec ssh %s \"$@\"\n" % shlex.join(opts)
+    text = "#!/bin/sh\n# made by VC (vc/remote.py ssh_command): libvirt's ssh, sharing " \
+        "connections\n" "exec ssh %s \"$@\"\n" % shlex.join(opts)
     try:
         with open(path) as f:
             if f.read() == text:

@@ -27,6 +27,12 @@ def probe(env, gw_ip, node, pid):
     return lines[0], float(lines[1]), lines[2].strip()
 
 
+def times(res, names):
+    return ", ".join("%s %.1f s (migration %.1f s)" % (n, res[n]["seconds"],
+                                                       res[n]["migration_seconds"])
+                     for n in names)
+
+
 def test_drain_migrate_moves_running_nodes_live(two, db):  # noqa: F811
     env, h2 = two, two.h2
     rack, on2, before = start_spread(env)
@@ -74,8 +80,7 @@ def test_drain_migrate_moves_running_nodes_live(two, db):  # noqa: F811
         assert any(ln.split()[1] == n and " h1 " in ln for ln in shown.splitlines()
                    if ln.startswith("node ")), shown
     print("\nhost drain h2 --migrate: %d node(s) in %.1f s; per node: %s" % (
-        len(on2), took, ", ".join("%s %.1f s (migration %.1f s)" % (n, x["seconds"], x["migration_seconds"])
-                  for n, x in res.items())))
+        len(on2), took, times(res, on2)))
 
     # back the other way (root libvirtd -> namespace host, tcp://<h2's underlay address>): the
     # computes move; the gateway cannot (its public network exists on h1 only): it stays on
@@ -105,9 +110,7 @@ def test_drain_migrate_moves_running_nodes_live(two, db):  # noqa: F811
     for n in cps:
         boot, up, cmd = probe(env, gw["public_ip"], n, pids[n])
         assert (boot, cmd) == (seen[n][0], "sleep 86399") and up > seen[n][1], (n, cmd)
-    print("back to h2: %s; gateway refused: %s" % (
-        ", ".join("%s %.1f s (migration %.1f s)" % (n, res[n]["seconds"],
-                                                    res[n]["migration_seconds"]) for n in cps), res[gw["name"]]["error"]))
+    print("back to h2: %s; gateway refused: %s" % (times(res, cps), res[gw["name"]]["error"]))
     ok(env.ctl("host", "enable", "h1"))
     ok(env.ctl("stop", str(rack)))
     nothing_left(env, rack)

@@ -2,7 +2,8 @@
 namespace (``tools/host.sh``), reached as ``qemu+ssh://root@10.230.N.2/system`` over a veth
 underlay. A cluster spread over both, joined by VXLAN; the owner logs in; another cluster stays
 out; host loss (a crash, or its underlay cut while its QEMU runs on) → the tick re-places the lost
-nodes, the returning host is fenced; bad hosts give clear errors. Every name carries the run's prefix; ``stop`` leaves nothing on either host."""
+nodes, the returning host is fenced; bad hosts give clear errors. Every name carries the run's
+prefix; ``stop`` leaves nothing on either host."""
 
 import json
 import os

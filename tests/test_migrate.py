@@ -130,7 +130,7 @@ def test_a_failed_migration_leaves_the_node_running_where_it_was(make, db, monke
     c.stop(rack)
 
 
-def test_a_dhcp_migration_leaving_a_definition_behind_is_undone(make, db):  # noqa: F811
+def test_a_migration_leaving_a_definition_behind_is_undone(make, db):  # noqa: F811
     """libvirt failing after it defined the domain on the destination: it is removed there."""
     cfg, c, rack, before = spread(make, db)
     n = next(n for n, h in before.items() if h == "h2")
@@ -143,6 +143,25 @@ def test_a_dhcp_migration_leaving_a_definition_behind_is_undone(make, db):  # no
     r = migrate.off_host(c, "h2", migrate=half)
     assert r["failed"] == 1 and c.host("h1").state(dom) == "absent"
     assert c.host("h2").state(dom) == "running" and where(db, rack)[n] == "h2"
+    c.stop(rack)
+
+
+def test_without_shared_storage_the_overlay_is_copied_not_unsafe(make, db, monkeypatch):  # noqa
+    cfg, c, rack, before = spread(make, db)
+    n = next(n for n, h in before.items() if h == "h2")
+    monkeypatch.setattr(migrate, "shared_disk_dir", lambda ctl, a, b: False)
+    made = []
+    monkeypatch.setattr(migrate, "_copy_storage", lambda ctl, node, s, t: made.append(
+        (node.name, s, t)) or [])
+    removed = []
+    monkeypatch.setattr(migrate, "_remove_files", lambda ctl, h, dom: removed.append((h, dom)))
+    fake = FakeMigrate()
+    r = migrate.off_host(c, "h2", migrate=fake)
+    assert r["failed"] == 0 and r["results"][0]["storage"] == "copied"
+    flags = fake.calls[0][4]
+    assert flags & virt.MIGRATE_NON_SHARED_INC and not flags & virt.MIGRATE_UNSAFE
+    assert made == [(n, "h2", "h1")]
+    assert removed == [("h2", designer.domain_name(cfg, n))]
     c.stop(rack)
 
 

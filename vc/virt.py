@@ -59,6 +59,12 @@ NET_UPDATE_DELETE = _lv("VIR_NETWORK_UPDATE_COMMAND_DELETE", 2)
 NET_SECTION_DHCP_HOST = _lv("VIR_NETWORK_SECTION_IP_DHCP_HOST", 4)
 NET_AFFECT_LIVE = _lv("VIR_NETWORK_UPDATE_AFFECT_LIVE", 1)
 NET_AFFECT_CONFIG = _lv("VIR_NETWORK_UPDATE_AFFECT_CONFIG", 2)
+MIGRATE_LIVE = _lv("VIR_MIGRATE_LIVE", 1)
+MIGRATE_PERSIST_DEST = _lv("VIR_MIGRATE_PERSIST_DEST", 8)
+MIGRATE_UNDEFINE_SOURCE = _lv("VIR_MIGRATE_UNDEFINE_SOURCE", 16)
+MIGRATE_NON_SHARED_INC = _lv("VIR_MIGRATE_NON_SHARED_INC", 128)
+MIGRATE_UNSAFE = _lv("VIR_MIGRATE_UNSAFE", 512)
+MIGRATE_PARAM_URI = _lv("VIR_MIGRATE_PARAM_URI", "migrate_uri")
 
 # virDomainState -> VC's names. SHUTDOWN means "shutting down": the guest still runs (and must
 # be destroyed if it never finishes), so it counts as running.
@@ -642,6 +648,57 @@ class Host:
             raise self._error("undefine domain %s" % name, e) from e
         LOG.info("host %s: undefined domain %s", self.name, name)
         return True
+
+    def migrate(self, name: str, dest: "Host", uri: Optional[str], flags: int,
+                timeout: Optional[float] = None) -> None:
+        """Migrate the domain to ``dest``, driven by this client (not peer to peer: the
+        frontend talks to both daemons, the migration stream goes from this host's QEMU
+        straight to ``uri``, e.g. ``tcp://<dest underlay address>``). ``timeout``: seconds
+        after which the migration job is aborted (libvirt rolls it back: the domain keeps
+        running here).
+
+        :raises HypervisorError: the migration failed (or was aborted) — naming both hosts.
+        """
+        import threading
+
+        dom = self._need_domain(name)
+        params = {MIGRATE_PARAM_URI: uri} if uri else {}
+        op = "migrate domain %s to %s" % (name, dest.name)
+        dconn = dest.conn
+        err: list = []
+
+        def run():
+            try:
+                dom.migrate3(dconn, params, flags)
+            except LibvirtError as e:
+                err.append(e)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            LOG.warning("host %s: %s: no end after %s s: aborting the job", self.name, op,
+                        timeout)
+            self._quietly(dom.abortJob)
+            t.join()
+            raise HypervisorError(host=self.name, op=op, detail="aborted after %s s%s" % (
+                timeout, (": " + _detail(err[0])) if err else ""))
+        if err:
+            raise self._error(op, err[0]) from err[0]
+        LOG.info("host %s: migrated domain %s to %s", self.name, name, dest.name)
+
+    def network_address(self, name: str) -> Optional[str]:
+        """The host's own address on the network (where VC puts ``.1`` and DHCP), or None: a
+        bare bridge, or no such network."""
+        net = self._network(name)
+        if net is None:
+            return None
+        with self._op("read network %s" % name):
+            xml = net.XMLDesc(0)
+        import xml.etree.ElementTree as ET
+
+        ip = ET.fromstring(xml).find("ip")
+        return ip.get("address") if ip is not None else None
 
     def domain_metadata(self, name: str) -> dict:
         """VC's metadata attributes of the domain (``{}`` if it is not VC's)."""

@@ -542,21 +542,44 @@ def host_drain(ctx, args):
     from vc import hosts
 
     ctx.require_root("host drain: only root may take a host out of use")
-    if args.migrate:
-        raise VcError("host drain --migrate: live migration is not implemented (drain, then "
-                      "stop or let the clusters end)")
     r = hosts.drain(ctx.cfg, ctx.db, args.name, ctx.now)
+    if args.migrate:
+        from vc import migrate
+
+        try:
+            r["migrate"] = migrate.off_host(ctx.ctl(), args.name)
+        except VcError as e:
+            raise VcError("host %s drained, nothing migrated: %s (it stays drained: 'host "
+                          "enable %s' undoes that)" % (args.name, e, args.name)) from e
     tz = ctx.cfg.tzinfo()
 
     def text(out):
         out.write("host %s drained: no new nodes go there and admission no longer counts it; "
-                  "%d node(s) of cluster(s) %s keep running there\n" % (
-                      r["host"], r["nodes"], " ".join(map(str, r["clusters"])) or "-"))
+                  "%d node(s) of cluster(s) %s %s there\n" % (
+                      r["host"], r["nodes"], " ".join(map(str, r["clusters"])) or "-",
+                      "were" if args.migrate else "keep running"))
         for x in r["no_longer_fit"]:
             out.write("no longer fits: reservation %d (%s, %s to %s): %s\n" % (
                 x["rack"], x["owner"], timeutil.show(x["start"], tz),
                 timeutil.show(x["end"], tz), x["why"]))
-    return ctx.emit(r, text)
+        m = r.get("migrate")
+        for x in (m or {}).get("results", []):
+            if x["ok"]:
+                out.write("migrated: rack %d %s %s -> %s in %.1f s (%s storage)\n" % (
+                    x["rack"], x["node"], x["source"], x["target"], x["seconds"], x["storage"]))
+            else:
+                out.write("NOT migrated: rack %d %s stays on %s (to %s): %s\n" % (
+                    x["rack"], x["node"], x["source"], x["target"] or "-", x["error"]))
+        for x in (m or {}).get("skipped", []):
+            out.write("skipped: rack %d %s: %s\n" % (x["rack"], x["node"], x["why"]))
+        for note in (m or {}).get("kept", []):
+            out.write("kept: %s\n" % note)
+    ctx.emit(r, text)
+    if r.get("migrate") and r["migrate"]["failed"]:
+        sys.stderr.write("%s: host drain --migrate: %d node(s) not migrated (see above)\n"
+                         % (PROG, r["migrate"]["failed"]))
+        return 1
+    return 0
 
 
 def host_enable(ctx, args):
@@ -581,7 +604,7 @@ HOST_COMMANDS = {
     "drain": Command(host_drain, "no new placements on a host; say which reservations no "
                                  "longer fit", args=[
         arg("name"), arg("--migrate", action="store_true",
-                         help="live-migrate its nodes away (not implemented)")]),
+                         help="then live-migrate its running nodes to other hosts with room")]),
     "enable": Command(host_enable, "put a drained host back into use", args=[arg("name")]),
     "remove": Command(host_remove, "remove a host that runs no node", args=[arg("name")]),
 }

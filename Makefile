@@ -68,6 +68,7 @@ stop:
 	@bash tools/ticker.sh stop 2
 	@bash tools/metad.sh stop
 	@bash tools/demo.sh --stop-clusters
+	-@$(PY) -c 'import sys; from vc import remote; remote.close_ssh_mux(remote.ssh_mux_dir(sys.argv[1]))' $(VAR)/state
 	@bash tools/ovs.sh stop
 	@bash tools/public-net.sh stop
 	@bash tools/storage.sh stop

@@ -95,6 +95,22 @@ def write_conf(path, cfg_dict):
         cp.write(f)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_ssh_control_dirs_left():
+    """The shared-SSH control directories (``/tmp/vc-ssh-UID-HASH``, one per state_dir) the
+    run made are ended and removed at its end."""
+    import glob
+    import tempfile
+
+    from vc import remote
+
+    pattern = os.path.join(tempfile.gettempdir(), "vc-ssh-%d-*" % os.getuid())
+    before = set(glob.glob(pattern))
+    yield
+    for d in set(glob.glob(pattern)) - before:
+        remote.close_ssh_mux(d)
+
+
 @pytest.fixture(scope="session")
 def dbinfo():
     """One throw-away database for the whole run (dropped at the end)."""

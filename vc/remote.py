@@ -515,6 +515,25 @@ def ssh_mux_dir(state_dir: str) -> str:
     return d
 
 
+def close_ssh_mux(mux_dir: str) -> int:
+    """End the shared SSH masters whose sockets are in ``mux_dir`` (``ssh -O exit``) and
+    remove the directory (``make stop``, the tests' teardown). :returns: masters ended."""
+    ended = 0
+    try:
+        names = os.listdir(mux_dir)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        sock = os.path.join(mux_dir, name)
+        r = subprocess.run(["ssh", "-o", "ControlPath=" + sock, "-O", "exit", "vc-mux"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        ended += r.returncode == 0
+        if os.path.exists(sock):
+            os.unlink(sock)
+    os.rmdir(mux_dir)
+    return ended
+
+
 def ssh_mux_options(mux_dir: str) -> List[str]:
     """``ssh`` options that share one connection per host: the first ``ssh`` becomes the
     master and stays :data:`SSH_PERSIST` s in the background (its stdio on /dev/null), the

@@ -62,6 +62,20 @@ def pick_public_subnet(candidates=("198.18.213.0/24", "100.127.213.0/24", "10.21
 
 
 # the real tier's public network (the gateways' second NIC): isolated, the host holds .1
+def pick_isolation_ids(width=64, lo=200, hi=4000):
+    """A range of isolation ids (VNIs, VLAN ids) that no link of this machine uses now: a
+    cluster of ``make demo`` (VNI 100 up) or of another run may be up beside the tests, and the
+    kernel refuses a second VXLAN device with a VNI in use."""
+    import random
+
+    out = subprocess.run(["ip", "-d", "-o", "link"], capture_output=True, text=True).stdout
+    used = {int(x) for x in re.findall(r"\b(?:vxlan|vlan protocol \S+) id (\d+)", out)}
+    starts = [a for a in range(lo, hi - width, width) if not used & set(range(a, a + width))]
+    a = random.choice(starts)
+    return "%d-%d" % (a, a + width - 1)
+
+
+ISOLATION_IDS = pick_isolation_ids()
 PUBLIC_SUBNET = pick_public_subnet()
 PUBLIC_PREFIX = str(PUBLIC_SUBNET[0]).rsplit(".", 1)[0] + "."   # e.g. "198.18.213."
 PUBLIC_NET, PUBLIC_BRIDGE, PUBLIC_HOST = "vctpub", "vctpub0", str(PUBLIC_SUBNET[1])
@@ -111,6 +125,7 @@ class RealEnv:
         data.update(db_overrides(migrated))
         data["host:h1"] = {"uri": "qemu:///system", "memory_mb": "4096", "vcpus": "16"}
         data["addresses"]["private_pool"] = pool
+        data["addresses"]["isolation_ids"] = ISOLATION_IDS
         data["addresses"]["public_pool"] = "%s10-%s250" % (PUBLIC_PREFIX, PUBLIC_PREFIX)
         data.setdefault("network", {})["public_network"] = PUBLIC_NET
         data["limits"]["max_vcpus"] = "4"

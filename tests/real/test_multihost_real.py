@@ -20,6 +20,7 @@ from test_cluster_storage_real import ok
 from test_usable_real import ssh, until
 
 from conftest import ROOT
+from vc import remote
 
 HOST_SH = os.path.join(ROOT, "tools", "host.sh")
 
@@ -190,6 +191,9 @@ def test_cluster_across_two_real_hosts(two, db):
     nothing_left(env, rack)
     assert db.query("SELECT COUNT(*) AS n FROM vcnode WHERE rack IN (%s, %s)",
                     (rack, other))[0]["n"] == 0
+    # the shared SSH master to h2 is still up (ControlPersist); it ends, its directory goes
+    mux = remote.ssh_mux_dir(env.state)
+    assert remote.close_ssh_mux(mux) >= 1 and not os.path.exists(mux)
 
 
 def start_spread(env):

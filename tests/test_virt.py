@@ -678,3 +678,36 @@ def test_a_lookup_failure_is_a_hypervisor_error():
         make_libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "secret driver down"))
     with pytest.raises(HypervisorError, match="host fake: cannot look up secret .*driver down"):
         fake_host(conn).ensure_secret(USAGE, "x")
+
+
+def test_launch_defines_and_starts_and_is_idempotent(host):
+    assert host.launch(dom_spec()) is True
+    assert host.state("vc-7-c0") == "running"
+    assert host.launch(dom_spec()) is False        # running: left alone
+    host.destroy("vc-7-c0")
+    assert host.launch(dom_spec()) is True         # defined, shut off: started
+    assert host.state("vc-7-c0") == "running"
+
+
+def test_launch_of_a_new_domain_is_three_libvirt_calls():
+    """Look up (absent), define, create: no isActive/state round trips, which wait for a
+    libvirtd worker while the cluster's other domains are being created."""
+    dom = FakeDomain("vc-7-c0", active=False)
+
+    class Conn(FakeConn):
+        def __init__(self):
+            super().__init__()
+            self.lookups = 0
+
+        def lookupByName(self, name):
+            self.lookups += 1
+            return super().lookupByName(name)
+
+        def defineXML(self, xml):
+            self.defined.append(xml)
+            return dom
+
+    conn = Conn()
+    assert fake_host(conn).launch(dom_spec()) is True
+    assert (conn.lookups, len(conn.defined), dom.calls) == (1, 1, ["create"])
+    assert dom.active

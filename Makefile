@@ -93,6 +93,7 @@ bench: services
 	@bash tools/public-net.sh start
 	@$(PY) bench/admission.py
 	@$(PY) bench/cluster_start.py
+	@$(PY) bench/seed.py
 	@$(PY) bench/tick.py
 	@$(PY) bench/storage.py
 	@$(PY) bench/network.py

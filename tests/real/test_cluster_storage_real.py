@@ -7,6 +7,7 @@ a confirmed delete removes the LUN, its account and its backing file. The data f
 
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -133,9 +134,12 @@ def test_volume_lifecycle_with_a_real_cluster(env, svc, db):
     assert no.returncode != 0 and "Authentication failure" in no.stderr, no.stdout + no.stderr
     gw = nodes[0]["name"]
     deadline = time.monotonic() + 60
-    while "VC-DISK vdb 2097152" not in env.console(gw):
+    # VC-READY is the guest's last line: after VC-DISK, and after fs_setup's mke2fs (which
+    # discards the whole blank LUN: a pattern written before it would be erased)
+    while "VC-DISK vdb 2097152" not in env.console(gw) or "VC-READY" not in env.console(gw):
         assert time.monotonic() < deadline, env.console(gw)[-1500:]
         time.sleep(0.3)
+    assert re.search(r"VC-MKFS \S+ ext4 rc=0", env.console(gw)), env.console(gw)[-1500:]
     # computes mount it over NFS (their second disk is the 68 KiB seed, not the 1 GiB LUN)
     assert "VC-DISK vdb 2097152" not in env.console(nodes[1]["name"])  # (vda is 1 GiB too)
 

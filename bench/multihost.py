@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from conftest import BASE_CONF, VAR, db_env, write_conf  # noqa: E402
 from vc import config as vconfig  # noqa: E402
+from vc import remote  # noqa: E402
 from vc.db import Database, naive_utc  # noqa: E402
 
 CRON = os.path.join(ROOT, "sbin", "vc_cron.py")
@@ -179,6 +180,7 @@ def real(env, spread_only=False):
             dev = ln.split(":")[1].strip().split("@")[0]
             if dev.startswith(prefix):
                 sh(["ip", "link", "del", dev], check=False)
+        remote.close_ssh_mux(remote.ssh_mux_dir(os.path.join(tmp, "state")))
         subprocess.run(["rm", "-rf", tmp])
 
 

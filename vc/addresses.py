@@ -138,9 +138,10 @@ def _taken(cur, rack) -> Dict[str, Set[str]]:
     return out
 
 
-def host_free(cfg, cur, rack) -> Dict[str, list]:
+def host_free(cfg, cur, rack, staying=()) -> Dict[str, list]:
     """Free memory/vcpus per usable host: configured capacity minus the nodes of other live
-    clusters placed there."""
+    clusters placed there, and minus ``staying`` (nodes of this rack that keep their host
+    while others of it move: HA re-placement, migration)."""
     cur.execute("SELECT name FROM vchost WHERE enabled = 0 OR reachable = 0")
     unusable = {r["name"] for r in cur.fetchall()}
     free = {h.name: [h.memory_mb, h.vcpus] for h in cfg.hosts if h.name not in unusable}
@@ -151,6 +152,10 @@ def host_free(cfg, cur, rack) -> Dict[str, list]:
         if r["host"] in free:
             free[r["host"]][0] -= int(r["mem"])
             free[r["host"]][1] -= int(r["cpu"])
+    for n in staying:
+        if n.host in free:
+            free[n.host][0] -= n.memory_mb
+            free[n.host][1] -= n.vcpus
     return free
 
 

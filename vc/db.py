@@ -216,7 +216,7 @@ class Database:
                     keep = own and not isinstance(e, (pymysql.err.Error, KeyboardInterrupt))
                     raise
         finally:
-            if keep:
+            if keep and self.reuse:
                 self._give(conn)
             elif own:
                 try:
@@ -236,9 +236,6 @@ class Database:
         return self.connect()
 
     def _give(self, conn) -> None:
-        if not self.reuse:
-            conn.close()
-            return
         old = getattr(self._idle, "conn", None)
         self._idle.conn = (os.getpid(), conn)
         if old is not None and old[0] == os.getpid():

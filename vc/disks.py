@@ -108,6 +108,16 @@ def remove_disk(path: str) -> bool:
     return True
 
 
+def remove_matching(directory: str, match) -> list:
+    """Remove the files in local ``directory`` whose stem (before the first dot) ``match``
+    accepts (:func:`remove_matching_on` on a remote host). :returns: the names removed."""
+    names = [f for f in (os.listdir(directory) if os.path.isdir(directory) else ())
+             if match(f.split(".", 1)[0])]
+    for f in names:
+        os.unlink(os.path.join(directory, f))
+    return names
+
+
 ##################
 # On a host      #
 ##################

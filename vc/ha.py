@@ -115,12 +115,8 @@ class Healer:
         ctl = self.ctl
 
         def pick(cur):
-            free = addresses.host_free(ctl.cfg, cur, plan.rack)
-            # this cluster's other nodes count too (host_free leaves out the rack itself)
-            for other in plan.nodes:
-                if other is not node and other.host in free:
-                    free[other.host][0] -= other.memory_mb
-                    free[other.host][1] -= other.vcpus
+            free = addresses.host_free(ctl.cfg, cur, plan.rack,
+                                       staying=[n for n in plan.nodes if n is not node])
             free.pop(node.host, None)
             target = admission.best_host(free, node.memory_mb, node.vcpus)
             if target is None:

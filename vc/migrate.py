@@ -104,17 +104,15 @@ def plan_moves(ctl, source: str, todo: Dict[int, List[str]], reachable) -> Dict[
     planned: Dict[str, List[int]] = {}
     out: Dict[tuple, str] = {}
     for rack, names in sorted(todo.items()):
-        def read(cur, rack=rack):
-            return addresses.load(cur, rack), addresses.host_free(ctl.cfg, cur, rack)
+        def read(cur, rack=rack, names=names):
+            plan = addresses.load(cur, rack)    # this cluster's nodes that stay count too
+            return plan, addresses.host_free(ctl.cfg, cur, rack, staying=[
+                n for n in plan.nodes if n.name not in names])
 
         plan, free = ctl.db.transaction(read)
         free.pop(source, None)
         for h in [h for h in free if not reachable(h)]:
             free.pop(h)
-        for other in plan.nodes:            # this cluster's nodes that stay where they are
-            if other.name not in names and other.host in free:
-                free[other.host][0] -= other.memory_mb
-                free[other.host][1] -= other.vcpus
         for h, (mem, cpu) in planned.items():   # nodes of earlier clusters moved there
             if h in free:
                 free[h][0] -= mem
@@ -328,9 +326,7 @@ def _remove_files(ctl, host, dom) -> None:
             if disks.is_remote(ctl.cfg, host):
                 disks.remove_matching_on(ctl.host_exec(host), d, match)
             else:
-                for f in os.listdir(d) if os.path.isdir(d) else ():
-                    if match(f.split(".", 1)[0]):
-                        os.unlink(os.path.join(d, f))
+                disks.remove_matching(d, match)
     except (OSError, VcError) as e:
         LOG.warning("%s: the files of %s left after its migration could not be removed: %s",
                     host, dom, e)

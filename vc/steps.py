@@ -572,9 +572,7 @@ class RemoveDisks(Step):
     def run(self, r):
         cfg, rx = r.cfg, designer.rack_re(r.cfg, r.rack)
         for d in (cfg.virt.disk_dir, cfg.virt.console_dir):
-            for f in os.listdir(d) if os.path.isdir(d) else ():
-                if rx.match(f.split(".", 1)[0]):
-                    os.unlink(os.path.join(d, f))
+            disks.remove_matching(d, rx.match)
         # and on every remote host (its disks, seeds and consoles are there)
         gone = 0
         for h in cfg.hosts:

@@ -502,18 +502,10 @@ class Host:
 
         :returns: True if it was started here (False: it was running already).
         """
-        written, dom, new = self._define(spec)
+        _, dom, new = self._define(spec)
         if not new and self._quietly(dom.isActive, False):
             return False
-        try:
-            dom.create()
-        except LibvirtError as e:
-            if self._quietly(dom.isActive, False):  # started by someone else in between
-                return False
-            LOG.exception("host %s: starting domain %s failed", self.name, spec.name)
-            raise self._error("start domain %s" % spec.name, e) from e
-        LOG.info("host %s: started domain %s", self.name, spec.name)
-        return True
+        return self._create(dom, spec.name)
 
     def _define(self, spec: DomainSpec):
         """:returns: ``(written, the virDomain, new)``: ``new`` — it did not exist before."""
@@ -558,6 +550,10 @@ class Host:
         with self._op("start domain %s" % name):
             if dom.isActive():
                 return False
+        return self._create(dom, name)
+
+    def _create(self, dom, name: str) -> bool:
+        """``virDomainCreate``. :returns: False if someone else started it in between."""
         try:
             dom.create()
         except LibvirtError as e:
@@ -694,11 +690,7 @@ class Host:
         if net is None:
             return None
         with self._op("read network %s" % name):
-            xml = net.XMLDesc(0)
-        import xml.etree.ElementTree as ET
-
-        ip = ET.fromstring(xml).find("ip")
-        return ip.get("address") if ip is not None else None
+            return domainxml.network_fingerprint(net.XMLDesc(0))["ip"][0]
 
     def domain_metadata(self, name: str) -> dict:
         """VC's metadata attributes of the domain (``{}`` if it is not VC's)."""
